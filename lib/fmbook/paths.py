@@ -1,0 +1,79 @@
+"""Where things live: the repository (when there is one), chapters, results, build and cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path | None:
+    """The book's repository root (the folder holding ``_toc.yml``), or None outside a checkout.
+
+    ``FMBOOK_ROOT`` wins; otherwise the library's own location (an editable install) and then the
+    working directory and its parents are searched.
+    """
+    env = os.environ.get("FMBOOK_ROOT")
+    if env:
+        return Path(env).resolve()
+    for start in (_PACKAGE_DIR, Path.cwd().resolve()):
+        for folder in (start, *start.parents):
+            if (folder / "_toc.yml").is_file() and (folder / "notebooks").is_dir():
+                return folder
+    return None
+
+
+def chapters_dir() -> Path:
+    """Folder with one sub-folder per chapter (notebooks and ``profiles.yml``).
+
+    In a checkout this is ``notebooks/``; an installed wheel carries a copy (``fmbook/_chapters``)
+    so that a notebook opened alone, as in Colab, resolves its profile the same way.
+    """
+    root = repo_root()
+    if root is not None:
+        return root / "notebooks"
+    packaged = _PACKAGE_DIR / "_chapters"
+    if packaged.is_dir():
+        return packaged
+    raise FileNotFoundError(
+        "fmbook cannot find the chapters: not inside a checkout of the book and no packaged copy. "
+        "Set FMBOOK_ROOT to the repository root."
+    )
+
+
+def _base_dir() -> Path:
+    root = repo_root()
+    return root if root is not None else Path.cwd().resolve()
+
+
+def results_dir() -> Path:
+    """``results/<chapter>/<profile>/<notebook>.json`` live here (``FMBOOK_RESULTS`` overrides)."""
+    env = os.environ.get("FMBOOK_RESULTS")
+    return Path(env).resolve() if env else _base_dir() / "results"
+
+
+def build_dir() -> Path:
+    """Executed notebooks, the staged book source and the HTML (``FMBOOK_BUILD`` overrides)."""
+    env = os.environ.get("FMBOOK_BUILD")
+    return Path(env).resolve() if env else _base_dir() / "_build"
+
+
+def cache_dir() -> Path:
+    """Downloaded assets, converted models, trained encoders, model-output caches.
+
+    ``FMBOOK_CACHE`` overrides; the default follows XDG (``~/.cache/fmbook``).
+    """
+    env = os.environ.get("FMBOOK_CACHE")
+    if env:
+        path = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        path = (Path(xdg) if xdg else Path.home() / ".cache") / "fmbook"
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_dir() -> Path:
+    return _PACKAGE_DIR
