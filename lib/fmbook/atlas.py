@@ -1,0 +1,489 @@
+"""The related-work atlas: where the seven reproduced papers sit among ~300 neighbouring papers.
+
+Pipeline (each step a plain function, the notebooks of ``notebooks/atlas/`` only call them):
+
+1. :func:`parse_listings` reads the seed listings (``data/seeds/*.txt``) into entries, one per paper
+   *per listing*, and reports every line it skipped or repaired (:class:`Issue`): nothing is
+   dropped silently. Three layouts occur and are detected per file (:func:`detect_format`):
+   ``collection`` (markdown with ``## Title`` and ``<details>`` abstracts: the seven papers),
+   ``arxiv`` (abstract, comments, ``arXiv:ID``, ``Created:``; no titles) and ``title-abstract``
+   (a title line, then its abstract line, with a little web-page boilerplate around).
+2. :func:`deduplicate` merges entries that are the same paper (same arXiv id, same normalised title
+   or same normalised abstract opening) into one table of papers (:func:`papers_frame`).
+3. The texts are embedded by :mod:`fmbook.text_encoder`; :func:`choose_k` picks the number of
+   k-means clusters by silhouette, :func:`stability` measures how much the clustering depends on
+   the seed (adjusted Rand index), :func:`cluster_names` names clusters by class-based TF-IDF,
+   :func:`project_2d` draws the map, :func:`chapter_neighbours` lists each chapter's neighbours.
+4. :func:`atlas_html` renders the interactive map and table (SVG drawn in Python, so hover titles
+   and the table work without JavaScript; a small inline script adds search, click-to-highlight
+   and sorting), and :func:`write_related_includes` writes the "related work in this collection"
+   lists for the chapters' landing pages.
+
+Abstracts are quoted from the listings; the book presents them as quotations, never as its prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# The seven reproduced papers: arXiv id -> chapter id (the papers of seeds/000_*.txt)
+# --------------------------------------------------------------------------------------------------
+
+CHAPTER_ARXIV: dict[str, str] = {
+    "2307.11760": "emotion_prompt",
+    "2312.11111": "emotion_v2",
+    "2402.10946": "culture_llm",
+    "2309.17002": "nmtune",
+    "2310.05143": "zoopfl",
+    "2304.01457": "imbalance",
+    "2302.13485": "fedclip",
+}
+CHAPTERS: tuple[str, ...] = tuple(CHAPTER_ARXIV.values())
+
+FORMATS = ("collection", "arxiv", "title-abstract")
+
+# Lines of the web pages the listings were copied from; skipped and reported as boilerplate.
+BOILERPLATE = (
+    "new",
+    "get trending papers in your email inbox!",
+    "get trending papers in your email inbox once a day!",
+    "subscribe",
+    "byak and the research community",
+)
+GLUED_PREFIXES = ("Subscribe",)  # boilerplate that lost its line break and sticks to a title
+_DATE_LINE = re.compile(r"^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{1,2}$")
+_ARXIV_LINE = re.compile(r"^arXiv:(\d{4}\.\d{4,5})(v\d+)?\s*$")
+_ARXIV_URL = re.compile(r"arxiv\.org/(?:abs|pdf)/(\d{4}\.\d{4,5})")
+_CREATED_LINE = re.compile(r"^Created:\s*(\d{4}-\d{2}-\d{2})\s*$")
+
+MIN_ABSTRACT_CHARS = 250  # a line this long is an abstract; shorter lines are titles (or junk)
+
+
+class AtlasError(ValueError):
+    """Bad input to the atlas: unknown file, format, parameter value or chapter."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One paper as found in one listing (before de-duplication)."""
+
+    source: str  # file name of the listing
+    line: int  # 1-based line of the entry's first line (its title, or its abstract if untitled)
+    title: str | None
+    abstract: str
+    arxiv_id: str | None = None
+    created: str | None = None  # submission date where the listing gives one
+    comments: str | None = None  # e.g. "18 pages, 6 figures"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """Something in a listing that is not a clean entry: what it was and what the parser did."""
+
+    source: str
+    line: int
+    kind: str  # boilerplate | glued-boilerplate | no-abstract | missing-title | abstract-without-title | possibly-truncated
+    action: str  # skipped | repaired | kept
+    text: str  # the offending line (shortened)
+    detail: str = ""
+
+
+@dataclass
+class ParsedListing:
+    source: str
+    format: str
+    entries: list[Entry]
+    issues: list[Issue]
+
+
+@dataclass
+class ParseResult:
+    """All listings of a folder: entries per file and everything the parser had to say."""
+
+    listings: list[ParsedListing]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for listing in self.listings for e in listing.entries]
+
+    @property
+    def issues(self) -> list[Issue]:
+        return [i for listing in self.listings for i in listing.issues]
+
+    def counts(self) -> dict[str, int]:
+        return {listing.source: len(listing.entries) for listing in self.listings}
+
+    def counts_frame(self):
+        import pandas as pd
+
+        rows = []
+        for listing in self.listings:
+            kinds = Counter(i.action for i in listing.issues)
+            rows.append({"listing": listing.source, "format": listing.format,
+                         "entries": len(listing.entries),
+                         "with arXiv id": sum(e.arxiv_id is not None for e in listing.entries),
+                         "without title": sum(e.title is None for e in listing.entries),
+                         "lines skipped": kinds.get("skipped", 0),
+                         "entries repaired": kinds.get("repaired", 0),
+                         "flagged (kept)": kinds.get("kept", 0)})
+        return pd.DataFrame(rows)
+
+    def issues_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([asdict(i) for i in self.issues],
+                            columns=["source", "line", "kind", "action", "text", "detail"])
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _looks_complete(abstract: str) -> bool:
+    """An abstract that ends a sentence (or with a URL, as many do) looks complete."""
+    end = abstract.rstrip()
+    if end[-1:] in '.!?)"\'”’' or end.endswith((".$", ".}")):
+        return True
+    last = end.split()[-1] if end.split() else ""
+    return "/" in last or last.startswith("http") or ".com" in last or ".io" in last
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------
+
+def detect_format(text: str) -> str:
+    """``collection`` | ``arxiv`` | ``title-abstract`` (see the module docstring)."""
+    lines = text.splitlines()
+    if any(l.startswith("## ") for l in lines) and "<summary>Abstract</summary>" in text:
+        return "collection"
+    if any(_ARXIV_LINE.match(l.strip()) for l in lines):
+        return "arxiv"
+    return "title-abstract"
+
+
+def _parse_collection(source: str, text: str) -> ParsedListing:
+    lines = text.splitlines()
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    starts = [i for i, l in enumerate(lines) if l.startswith("## ")]
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        block = lines[start:end]
+        title = block[0][3:].strip()
+        body = "\n".join(block)
+        match = re.search(r"<summary>\s*Abstract\s*</summary>(.*?)</details>", body, flags=re.S)
+        arxiv = _ARXIV_URL.search(body)
+        if not match or not match.group(1).strip():
+            issues.append(Issue(source, start + 1, "no-abstract", "skipped", _short(title),
+                                "section has no <details> abstract"))
+            continue
+        abstract = " ".join(match.group(1).split())
+        entries.append(Entry(source, start + 1, title, abstract, arxiv.group(1) if arxiv else None))
+    return ParsedListing(source, "collection", entries, issues)
+
+
+def _parse_arxiv(source: str, text: str) -> ParsedListing:
+    """Records of: abstract paragraph, optional comment lines, ``arXiv:ID``, ``Created: DATE``."""
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    block: list[tuple[int, str]] = []
+
+    def close(block: list[tuple[int, str]]) -> None:
+        longs = [(n, l) for n, l in block if len(l) >= MIN_ABSTRACT_CHARS]
+        arxiv = next((m.group(1) for _, l in block if (m := _ARXIV_LINE.match(l))), None)
+        created = next((m.group(1) for _, l in block if (m := _CREATED_LINE.match(l))), None)
+        comments = [l for _, l in block if len(l) < MIN_ABSTRACT_CHARS
+                    and not _ARXIV_LINE.match(l) and not _CREATED_LINE.match(l)]
+        if not longs:
+            issues.append(Issue(source, block[0][0], "no-abstract", "skipped", _short(block[0][1]),
+                                "record without an abstract paragraph"))
+            return
+        line, abstract = longs[0]
+        if len(longs) > 1:
+            abstract = " ".join(l for _, l in longs)
+        issues.append(Issue(source, line, "missing-title", "kept", _short(abstract),
+                            f"arXiv:{arxiv}: the listing gives no title; taken from a duplicate "
+                            "in another listing if there is one"))
+        entries.append(Entry(source, line, None, abstract, arxiv, created,
+                             "; ".join(comments) or None))
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        block.append((number, line))
+        if _CREATED_LINE.match(line):
+            close(block)
+            block = []
+    if block:
+        close(block)
+    return ParsedListing(source, "arxiv", entries, issues)
+
+
+def _parse_title_abstract(source: str, text: str) -> ParsedListing:
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    pending: tuple[int, str] | None = None  # a title waiting for its abstract
+    pending_repaired = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = " ".join(raw.split())
+        if not line:
+            continue
+        if line.lower() in BOILERPLATE or _DATE_LINE.match(line):
+            issues.append(Issue(source, number, "boilerplate", "skipped", line,
+                                "page furniture of the site the listing was copied from"))
+            continue
+        repaired = False
+        for prefix in GLUED_PREFIXES:
+            rest = line[len(prefix):]
+            if line.startswith(prefix) and rest[:1].isupper() and len(line) < MIN_ABSTRACT_CHARS:
+                issues.append(Issue(source, number, "glued-boilerplate", "repaired", _short(line),
+                                    f"removed {prefix!r} stuck to the start of the title"))
+                line, repaired = rest, True
+        if len(line) >= MIN_ABSTRACT_CHARS:
+            if pending is None:
+                issues.append(Issue(source, number, "abstract-without-title", "kept", _short(line),
+                                    "an abstract line with no title line before it"))
+                entries.append(Entry(source, number, None, line))
+            else:
+                entries.append(Entry(source, pending[0], pending[1], line))
+                pending = None
+            continue
+        if pending is not None:
+            issues.append(Issue(source, pending[0], "no-abstract", "skipped", _short(pending[1]),
+                                "a short line not followed by an abstract (a heading, or a "
+                                "title whose abstract is missing)"))
+        pending, pending_repaired = (number, line), repaired
+    if pending is not None:
+        issues.append(Issue(source, pending[0], "no-abstract", "skipped", _short(pending[1]),
+                            "last line of the file is not followed by an abstract"))
+    del pending_repaired
+    return ParsedListing(source, "title-abstract", entries, issues)
+
+
+_PARSERS = {"collection": _parse_collection, "arxiv": _parse_arxiv,
+            "title-abstract": _parse_title_abstract}
+
+
+def parse_listing(path: str | Path, fmt: str | None = None) -> ParsedListing:
+    """Parse one listing file; ``fmt`` forces a layout (one of :data:`FORMATS`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AtlasError(f"listing {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    fmt = fmt or detect_format(text)
+    if fmt not in _PARSERS:
+        raise AtlasError(f"unknown listing format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    listing = _PARSERS[fmt](path.name, text)
+    flagged = [Issue(path.name, e.line, "possibly-truncated", "kept", _short(e.abstract[-90:]),
+                     "the abstract does not end a sentence")
+               for e in listing.entries if not _looks_complete(e.abstract)]
+    listing.issues.extend(flagged)
+    listing.issues.sort(key=lambda i: i.line)
+    return listing
+
+
+def seeds_dir() -> Path:
+    """The book's own copy of the seed listings (``data/seeds``)."""
+    from .paths import repo_root
+
+    root = repo_root()
+    candidates = [root / "data" / "seeds"] if root is not None else []
+    candidates.append(Path(__file__).resolve().parent / "_data" / "seeds")
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise AtlasError("cannot find the seed listings (data/seeds); set FMBOOK_ROOT to the book's "
+                     "repository root")
+
+
+def parse_listings(folder: str | Path | None = None, pattern: str = "[0-9][0-9][0-9]_*.txt") -> ParseResult:
+    """Parse every listing in ``folder`` (default :func:`seeds_dir`), in file-name order."""
+    folder = Path(folder) if folder is not None else seeds_dir()
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise AtlasError(f"no listings matching {pattern!r} in {folder}")
+    return ParseResult([parse_listing(f) for f in files])
+
+
+# --------------------------------------------------------------------------------------------------
+# De-duplication
+# --------------------------------------------------------------------------------------------------
+
+def normalise(text: str) -> str:
+    """Lower case, letters and digits only, single spaces: the key used to compare texts."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+
+
+ABSTRACT_KEY_CHARS = 200  # two abstracts whose normalised openings agree this far are one paper
+SHINGLE_WORDS = 5
+FUZZY_JACCARD = 0.2  # abstracts sharing this share of 5-word shingles are versions of one paper
+MERGE_REASONS = ("arxiv", "title", "abstract", "fuzzy-abstract")
+
+
+@dataclass
+class Paper:
+    """One paper after de-duplication."""
+
+    paper_id: str
+    title: str  # the display title (see ``title_missing``)
+    abstract: str
+    arxiv_id: str | None
+    sources: tuple[str, ...]  # listings it appears in
+    entries: tuple[Entry, ...] = field(repr=False)
+    title_missing: bool = False  # no listing gives a title: the display title is made up from the abstract
+    chapter: str | None = None  # the book's chapter id, for the seven reproduced papers
+    created: str | None = None
+    merged_by: tuple[str, ...] = ()  # why its entries were taken for one paper (MERGE_REASONS)
+    other_titles: tuple[str, ...] = ()  # other titles the listings give it (earlier versions)
+
+    @property
+    def text(self) -> str:
+        """What is embedded: title and abstract (the abstract alone when the title is missing)."""
+        return self.abstract if self.title_missing else f"{self.title}. {self.abstract}"
+
+
+def _keys(entry: Entry) -> list[tuple[str, str]]:
+    keys = [("abstract", normalise(entry.abstract)[:ABSTRACT_KEY_CHARS])]
+    if entry.arxiv_id:
+        keys.append(("arxiv", entry.arxiv_id))
+    if entry.title:
+        keys.append(("title", normalise(entry.title)))
+    return keys
+
+
+def _shingles(text: str, k: int = SHINGLE_WORDS) -> set[tuple[str, ...]]:
+    words = normalise(text).split()
+    return {tuple(words[i:i + k]) for i in range(max(len(words) - k + 1, 0))}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def _untitled_label(abstract: str, words: int = 9) -> str:
+    head = abstract.split()
+    return "[untitled] " + " ".join(head[:words]) + ("…" if len(head) > words else "")
+
+
+def deduplicate(entries: Sequence[Entry], fuzzy_jaccard: float | None = FUZZY_JACCARD) -> list[Paper]:
+    """Merge entries that are one paper, and say why (``Paper.merged_by``).
+
+    Two entries are one paper when they share an arXiv id, a normalised title, the normalised
+    first :data:`ABSTRACT_KEY_CHARS` characters of the abstract, or (``fuzzy_jaccard``, None to
+    turn off) at least that Jaccard overlap of 5-word shingles of their abstracts: a retitled
+    version of a paper keeps most of its sentences, while two different papers of these listings
+    share under 4 % (measured in ``notebooks/atlas/01_parse``). The merged paper takes its title
+    from the first listing (in file order) that gives one, the longest abstract, and any arXiv id;
+    papers keep the order of their first appearance.
+    """
+    if fuzzy_jaccard is not None and not 0.0 < fuzzy_jaccard <= 1.0:
+        raise AtlasError(f"fuzzy_jaccard must be in (0, 1] or None, got {fuzzy_jaccard!r}")
+    parent = list(range(len(entries)))
+    reasons: dict[int, set[str]] = {}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int, reason: str) -> None:
+        a, b = find(i), find(j)
+        merged = reasons.pop(a, set()) | reasons.pop(b, set()) | {reason}
+        root = min(a, b)
+        if a != b:
+            parent[max(a, b)] = root
+        reasons[root] = merged
+
+    owner: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(entries):
+        for key in _keys(entry):
+            if key in owner:
+                union(owner[key], i, key[0])
+            else:
+                owner[key] = i
+    if fuzzy_jaccard is not None:
+        shingles = [_shingles(e.abstract) for e in entries]
+        for i in range(len(entries)):
+            for j in range(i + 1, len(entries)):
+                if find(i) != find(j) and jaccard(shingles[i], shingles[j]) >= fuzzy_jaccard:
+                    union(i, j, "fuzzy-abstract")
+    groups: dict[int, list[int]] = {}
+    for i in range(len(entries)):
+        groups.setdefault(find(i), []).append(i)
+    papers = []
+    for root in sorted(groups):
+        members = [entries[i] for i in groups[root]]
+        titled = [e for e in members if e.title]
+        arxiv = next((e.arxiv_id for e in members if e.arxiv_id), None)
+        abstract = max((e.abstract for e in members), key=len)
+        title = titled[0].title if titled else _untitled_label(abstract)
+        if arxiv:
+            pid = f"arXiv:{arxiv}"
+        else:
+            pid = "t:" + hashlib.sha1(normalise(title if titled else abstract).encode()).hexdigest()[:10]
+        others = tuple(dict.fromkeys(e.title for e in titled[1:] if normalise(e.title) != normalise(title)))
+        papers.append(Paper(
+            paper_id=pid, title=title, abstract=abstract, arxiv_id=arxiv,
+            sources=tuple(dict.fromkeys(e.source for e in members)), entries=tuple(members),
+            title_missing=not titled, chapter=CHAPTER_ARXIV.get(arxiv or ""),
+            created=next((e.created for e in members if e.created), None),
+            merged_by=tuple(r for r in MERGE_REASONS if r in reasons.get(root, set())) if len(members) > 1 else (),
+            other_titles=others))
+    return papers
+
+
+def duplicates_frame(papers: Sequence[Paper]):
+    """The papers that were found more than once: where, and why they were merged."""
+    import pandas as pd
+
+    return pd.DataFrame([{"paper": p.title, "entries": len(p.entries),
+                          "listings": ", ".join(f"{e.source}:{e.line}" for e in p.entries),
+                          "merged by": ", ".join(p.merged_by),
+                          "other titles": "; ".join(p.other_titles)}
+                         for p in papers if len(p.entries) > 1],
+                        columns=["paper", "entries", "listings", "merged by", "other titles"])
+
+
+def max_cross_paper_jaccard(papers: Sequence[Paper]) -> float:
+    """The largest abstract-shingle overlap between two *different* papers (the fuzzy rule's margin)."""
+    shingles = [_shingles(p.abstract) for p in papers]
+    best = 0.0
+    for i in range(len(papers)):
+        for j in range(i + 1, len(papers)):
+            best = max(best, jaccard(shingles[i], shingles[j]))
+    return best
+
+
+def papers_frame(papers: Sequence[Paper]):
+    """The papers as a table (one row per paper)."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "paper_id": p.paper_id, "title": p.title, "arxiv_id": p.arxiv_id,
+        "chapter": p.chapter, "sources": ", ".join(p.sources), "n_listings": len(p.sources),
+        "title_missing": p.title_missing, "abstract": p.abstract,
+    } for p in papers])
+
+
+def chapter_papers(papers: Sequence[Paper]) -> dict[str, int]:
+    """Chapter id -> index of its paper in ``papers``; every chapter must be found."""
+    found = {p.chapter: i for i, p in enumerate(papers) if p.chapter}
+    missing = [c for c in CHAPTERS if c not in found]
+    if missing:
+        raise AtlasError(f"the papers of chapters {', '.join(missing)} are not in the listings "
+                         f"(looked for arXiv ids {', '.join(a for a, c in CHAPTER_ARXIV.items() if c in missing)})")
+    return {c: found[c] for c in CHAPTERS}

@@ -1,0 +1,107 @@
+"""Build the HTML book from the executed notebooks (execution is off in Jupyter Book).
+
+The book's source tree stays clean: the prose, ``_config.yml`` and ``_toc.yml`` are copied into a
+staging folder together with the *executed* notebooks of one profile (at the same paths as the
+source notebooks, so that launch buttons open the source notebook), the status page is generated
+there from the results files, and ``jupyter-book build -W -n`` turns it into HTML.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .paths import build_dir, repo_root
+from .profiles import check_profile
+from .runner import executed_path
+from .status import render_markdown
+
+STATUS_PAGE = "book/status.md"
+
+
+class BookError(RuntimeError):
+    pass
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``file:`` entry of a jb-book table of contents, root first."""
+    found = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return found
+
+
+def stage(profile: str) -> Path:
+    """Assemble the book source with the executed notebooks of ``profile``; returns its folder."""
+    check_profile(profile)
+    root = repo_root()
+    if root is None:
+        raise BookError("building the book needs a checkout of its repository (no _toc.yml found)")
+    target = build_dir() / "book_src"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, target / name)
+    shutil.copytree(root / "book", target / "book")
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    missing = []
+    for entry in toc_files(toc):
+        if not entry.startswith("notebooks/"):
+            continue
+        _, chapter, notebook = entry.removesuffix(".ipynb").split("/")
+        executed = executed_path(profile, chapter, notebook)
+        if not executed.is_file():
+            missing.append(f"{chapter}/{notebook}")
+            continue
+        dest = target / "notebooks" / chapter / f"{notebook}.ipynb"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(executed, dest)
+    if missing:
+        raise BookError(f"not executed at profile '{profile}': {', '.join(missing)}; run first: "
+                        f"python -m fmbook run --profile {profile}")
+    (target / STATUS_PAGE).write_text(render_markdown(profile))
+    _generate_extras(target, profile)
+    return target
+
+
+def _generate_extras(target: Path, profile: str) -> None:
+    """Pages or includes that chapters generate from their results (e.g. related-work lists)."""
+    try:
+        from . import atlas
+    except ImportError:
+        return
+    writer = getattr(atlas, "write_related_includes", None)
+    if writer is not None:
+        writer(target / "book", profile)
+
+
+def build(profile: str = "local", strict: bool = True) -> Path:
+    """Stage and build; returns the folder holding ``index.html``."""
+    source = stage(profile)
+    output = build_dir() / "book"
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source),
+           "--path-output", str(output)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = build_dir() / "book-build.log"
+    log.write_text(proc.stdout + "\n" + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise BookError(f"jupyter-book build failed (full log: {log}):\n{tail}")
+    return output / "_build" / "html"

@@ -1,0 +1,87 @@
+"""``python -m fmbook``: run notebooks, build the book, show parameters, fetch assets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from . import assets, profiles
+
+
+def _parse_overrides(pairs: list[list[str]] | None) -> dict:
+    overrides = {}
+    for name, raw in pairs or []:
+        overrides[name] = yaml.safe_load(raw)  # as papermill's -p: 3 -> int, 0.1 -> float, [0, 1] -> list
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fmbook", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute chapters' notebooks with papermill at a profile")
+    run.add_argument("targets", nargs="*", metavar="CHAPTER[/NOTEBOOK]", help="default: every chapter")
+    run.add_argument("--profile", default="local", help=f"one of {', '.join(profiles.PROFILES)} (default: local)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="override a parameter (YAML value) in every selected notebook that declares it")
+    run.add_argument("-j", "--jobs", type=int, default=1, help="chapters executed in parallel")
+    run.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
+
+    book = sub.add_parser("book", help="build the HTML book from the executed notebooks")
+    book.add_argument("--profile", default="local", help="whose executed notebooks to publish")
+
+    params = sub.add_parser("params", help="a notebook's parameters, types, defaults and profile values")
+    params.add_argument("target", metavar="CHAPTER/NOTEBOOK")
+
+    sub.add_parser("list", help="chapters and their notebooks")
+
+    fetch = sub.add_parser("fetch", help="fetch offline assets into the cache (with checksums)")
+    fetch.add_argument("names", nargs="*", help=f"default: all ({', '.join(assets.ASSETS)})")
+    fetch.add_argument("--force", action="store_true")
+
+    sub.add_parser("status", help="print the reproduction status table from the results files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from .runner import run
+
+            outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
+                           jobs=args.jobs, force=args.force)
+            return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
+        if args.command == "book":
+            from .book import build
+
+            html = build(profile=args.profile)
+            print(f"The book is at {html / 'index.html'}")
+            return 0
+        if args.command == "params":
+            chapter, notebook = profiles.parse_target(args.target)
+            for nb in [notebook] if notebook else profiles.list_notebooks(chapter):
+                print(profiles.describe(chapter, nb) + "\n")
+            return 0
+        if args.command == "list":
+            for chapter in profiles.list_chapters():
+                print(chapter)
+                for nb in profiles.list_notebooks(chapter):
+                    print(f"  {nb}")
+            return 0
+        if args.command == "fetch":
+            for name in args.names or list(assets.ASSETS):
+                assets.fetch(name, force=args.force)
+            return 0
+        if args.command == "status":
+            from .status import status_rows
+
+            for row in status_rows():
+                print(" | ".join(str(v) for v in row.values()))
+            return 0
+    except (profiles.ParameterError, assets.AssetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 2

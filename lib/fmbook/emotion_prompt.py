@@ -1,0 +1,413 @@
+"""EmotionPrompt: emotional stimuli appended to a task's prompt (Li et al., arXiv 2307.11760).
+
+Sec. 2.1 of the paper: eleven stimuli EP01-EP11 drawn from three psychological theories
+(self-monitoring, social cognitive theory, cognitive emotion regulation); the stimulus is appended
+after the original prompt. Sec. 2.2-2.3: zero-shot and few-shot evaluation on Instruction
+Induction (here: the generated tasks of :mod:`fmbook.instruction_induction`), reported as relative
+improvement over the original prompt. Sec. 3 ("why"): input attention contributions of the
+stimulus words; here a leave-one-word-out measure on the answer's log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import instruction_induction as ii
+from .lm import CausalLM, DecodeConfig
+
+
+class EmotionPromptError(ValueError):
+    """A bad parameter (the message names it and the allowed values)."""
+
+
+# ------------------------------------------------------------------------------------------
+# The stimuli (Sec. 2.1, Fig. 1 of the paper), verbatim
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stimulus:
+    id: str
+    text: str
+    groups: tuple[str, ...]
+
+
+SELF_MONITORING = "self-monitoring"
+SOCIAL_COGNITIVE = "social cognitive theory"
+EMOTION_REGULATION = "cognitive emotion regulation"
+COMPOUND = "compound (EP01+EP02+EP03 in spirit)"
+
+STIMULI: dict[str, Stimulus] = {s.id: s for s in [
+    Stimulus("EP01", "Write your answer and give me a confidence score between 0-1 for your answer.",
+             (SELF_MONITORING,)),
+    Stimulus("EP02", "This is very important to my career.", (SELF_MONITORING,)),
+    Stimulus("EP03", "You'd better be sure.", (SELF_MONITORING, EMOTION_REGULATION)),
+    Stimulus("EP04", "Are you sure?", (SELF_MONITORING, EMOTION_REGULATION)),
+    Stimulus("EP05", "Are you sure that's your final answer? It might be worth taking another look.",
+             (SELF_MONITORING, EMOTION_REGULATION)),
+    Stimulus("EP06", "Provide your answer and a confidence score between 0-1 for your prediction. "
+             "Additionally, briefly explain the main reasons supporting your classification decision "
+             "to help me understand your thought process. This task is vital to my career, and I "
+             "greatly value your thorough analysis.", (COMPOUND,)),
+    Stimulus("EP07", "Are you sure that's your final answer? Believe in your abilities and strive for "
+             "excellence. Your hard work will yield remarkable results.",
+             (SOCIAL_COGNITIVE, EMOTION_REGULATION)),
+    Stimulus("EP08", "Embrace challenges as opportunities for growth. Each obstacle you overcome brings "
+             "you closer to success.", (SOCIAL_COGNITIVE,)),
+    Stimulus("EP09", "Stay focused and dedicated to your goals. Your consistent efforts will lead to "
+             "outstanding achievements.", (SOCIAL_COGNITIVE,)),
+    Stimulus("EP10", "Take pride in your work and give it your best. Your commitment to excellence sets "
+             "you apart.", (SOCIAL_COGNITIVE,)),
+    Stimulus("EP11", "Remember that progress is made one step at a time. Stay determined and keep moving "
+             "forward.", (SOCIAL_COGNITIVE,)),
+]}
+
+#: Zero-shot chain of thought (Kojima et al. 2022), the paper's non-emotional baseline phrase.
+COT = "Let's think step by step."
+BASELINE = "none"
+CONDITIONS = (BASELINE, *STIMULI, "CoT")
+MODES = ("zero-shot", "few-shot")
+
+
+def stimulus_text(condition: str) -> str:
+    """The text appended for ``condition`` (``none`` -> empty)."""
+    if condition == BASELINE:
+        return ""
+    if condition == "CoT":
+        return COT
+    if condition not in STIMULI:
+        raise EmotionPromptError(f"unknown condition {condition!r}; allowed: {', '.join(CONDITIONS)}")
+    return STIMULI[condition].text
+
+
+def stimuli_table() -> pd.DataFrame:
+    """One row per stimulus: id, text, groups, number of words."""
+    return pd.DataFrame([{"id": s.id, "stimulus": s.text, "groups": ", ".join(s.groups),
+                          "words": len(s.text.split())} for s in STIMULI.values()]).set_index("id")
+
+
+# ------------------------------------------------------------------------------------------
+# Prompts
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How an Instruction Induction prompt is laid out (APE-style "Instruction / Input / Answer").
+
+    The stimulus is appended after the original prompt, i.e. after the instruction (Sec. 2.1).
+    """
+
+    instruction: str = "Instruction: {instruction}"
+    demo: str = "Input: {input}\nAnswer: {answer}"
+    query: str = "Input: {input}\nAnswer:"
+    sep: str = "\n\n"
+
+
+def attach(instruction: str, condition: str) -> str:
+    """``instruction`` with the stimulus of ``condition`` appended (one space between)."""
+    text = stimulus_text(condition)
+    return f"{instruction} {text}" if text else instruction
+
+
+def build_prompt(task: ii.Task | str, example: ii.Example, condition: str = BASELINE,
+                 demos: Sequence[ii.Example] = (), template: PromptTemplate = PromptTemplate(),
+                 stimulus_override: str | None = None) -> str:
+    """The prompt for one example: instruction (+ stimulus), optional demonstrations, the query.
+
+    ``stimulus_override`` replaces the stimulus text (used by the leave-one-word-out analysis).
+    """
+    task = ii.get_task(task) if isinstance(task, str) else task
+    if stimulus_override is not None:
+        head = f"{task.instruction} {stimulus_override}".rstrip()
+    else:
+        head = attach(task.instruction, condition)
+    parts = [template.instruction.format(instruction=head)]
+    parts += [template.demo.format(input=d.input, answer=d.answer) for d in demos]
+    parts.append(template.query.format(input=example.input))
+    return template.sep.join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation (Sec. 2.2)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class EvalConfig:
+    """One evaluation grid: tasks x conditions x modes x seeds x samples, for one model.
+
+    The paper uses 5 demonstrations in few-shot (``n_demos``) and greedy decoding; sample counts
+    are ours (the book's budget). Zero-shot CoT is a zero-shot baseline only (``cot_in_few_shot``).
+    """
+
+    tasks: tuple[str, ...] = tuple(ii.TASKS)
+    conditions: tuple[str, ...] = CONDITIONS
+    modes: tuple[str, ...] = MODES
+    n_samples: int = 20
+    seeds: tuple[int, ...] = (0,)
+    n_demos: int = 5
+    max_new_tokens: int = 16
+    batch_size: int = 16
+    cot_in_few_shot: bool = False
+
+    def __post_init__(self):
+        self.tasks, self.conditions = tuple(self.tasks), tuple(self.conditions)
+        self.modes, self.seeds = tuple(self.modes), tuple(int(s) for s in self.seeds)
+        for t in self.tasks:
+            ii.get_task(t)
+        for c in self.conditions:
+            stimulus_text(c)
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise EmotionPromptError(f"modes: unknown {bad}; allowed: {', '.join(MODES)}")
+        if BASELINE not in self.conditions:
+            raise EmotionPromptError(f"conditions must include the baseline {BASELINE!r}")
+        for name in ("n_samples", "n_demos", "max_new_tokens", "batch_size"):
+            if int(getattr(self, name)) < (0 if name == "n_demos" else 1):
+                raise EmotionPromptError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+
+def items_for(task: str, seed: int, n_samples: int, n_demos: int) -> tuple[list[ii.Example], list[ii.Example]]:
+    """Test examples and the demonstrations of one (task, seed); demos never repeat a test input."""
+    t = ii.get_task(task)
+    tests = t.generate(n_samples, seed=seed)
+    pool = t.generate(n_demos + n_samples + 10, seed=10_000 + seed)
+    used = {e.input for e in tests}
+    demos = [e for e in pool if e.input not in used][:n_demos]
+    if len(demos) < n_demos:
+        demos += pool[:n_demos - len(demos)]
+    return tests, demos
+
+
+def build_grid(cfg: EvalConfig) -> pd.DataFrame:
+    """Every prompt of the grid with its task, example, condition, mode, seed and item id."""
+    rows = []
+    for mode in cfg.modes:
+        for task in cfg.tasks:
+            for seed in cfg.seeds:
+                tests, demos = items_for(task, seed, cfg.n_samples, cfg.n_demos)
+                for j, ex in enumerate(tests):
+                    for cond in cfg.conditions:
+                        if cond == "CoT" and mode == "few-shot" and not cfg.cot_in_few_shot:
+                            continue
+                        prompt = build_prompt(task, ex, cond, demos if mode == "few-shot" else ())
+                        rows.append({"mode": mode, "task": task, "seed": seed, "item": f"{task}/{seed}/{j}",
+                                     "condition": cond, "input": ex.input, "answer": ex.answer,
+                                     "prompt": prompt, "_example": ex})
+    return pd.DataFrame(rows)
+
+
+def evaluate(lm: CausalLM, cfg: EvalConfig, progress: bool = False) -> pd.DataFrame:
+    """Greedy answers of ``lm`` on the whole grid (batched and cached) and their correctness."""
+    grid = build_grid(cfg)
+    decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens)
+    grid["output"] = lm.generate(list(grid["prompt"]), decode, batch_size=cfg.batch_size, progress=progress)
+    grid["correct"] = [ii.get_task(t).check(ex, o) for t, ex, o in zip(grid["task"], grid["_example"], grid["output"])]
+    grid["model"] = lm.name
+    return grid.drop(columns=["_example"])
+
+
+# ------------------------------------------------------------------------------------------
+# Statistics
+# ------------------------------------------------------------------------------------------
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (model, mode, task, condition) with n and a 95% Wilson interval over items."""
+    g = results.groupby(["model", "mode", "task", "condition"], sort=False)["correct"]
+    out = g.agg(["sum", "count"]).reset_index().rename(columns={"sum": "k", "count": "n"})
+    out["accuracy"] = out["k"] / out["n"]
+    ci = [wilson(int(k), int(n)) for k, n in zip(out["k"], out["n"])]
+    out["ci_low"], out["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]
+    return out
+
+
+def relative_improvement(acc_original: float, acc_stimulus: float) -> float:
+    """(stimulus - original) / original, in percent; NaN when the original is 0 (Sec. 2.3)."""
+    if acc_original == 0:
+        return math.nan
+    return 100.0 * (acc_stimulus - acc_original) / acc_original
+
+
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, mode, condition): task-averaged accuracy and its relative improvement.
+
+    The paper's way: accuracy is averaged over tasks first, then compared with the original prompt's
+    task average: RI = (avg_stimulus - avg_original) / avg_original. Two aggregates of the eleven
+    stimuli are added as in the paper's Table 1: ``EP avg`` (mean over stimuli, per task) and
+    ``EP max`` (best stimulus per task, an optimistic oracle choice).
+    """
+    acc = accuracy_table(results)
+    rows = []
+    for (model, mode), part in acc.groupby(["model", "mode"], sort=False):
+        wide = part.pivot(index="task", columns="condition", values="accuracy")
+        eps = [c for c in wide.columns if c in STIMULI]
+        cols = {c: wide[c] for c in wide.columns}
+        if eps:
+            cols["EP avg"] = wide[eps].mean(axis=1)
+            cols["EP max"] = wide[eps].max(axis=1)
+        base = wide[BASELINE].mean()
+        for cond, series in cols.items():
+            rows.append({"model": model, "mode": mode, "condition": cond, "tasks": len(series),
+                         "accuracy": series.mean(),
+                         "relative_improvement_%": relative_improvement(base, series.mean())})
+    return pd.DataFrame(rows)
+
+
+def mcnemar(baseline: Sequence[bool], treated: Sequence[bool]) -> dict:
+    """Exact McNemar test on paired outcomes: b = only baseline right, c = only treated right."""
+    from scipy.stats import binomtest
+
+    b = int(sum(1 for x, y in zip(baseline, treated) if x and not y))
+    c = int(sum(1 for x, y in zip(baseline, treated) if y and not x))
+    p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
+    return {"b_only_original": b, "c_only_stimulus": c, "p_value": min(1.0, p)}
+
+
+def paired_bootstrap(results: pd.DataFrame, condition: str, n_boot: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Difference in task-averaged accuracy (condition - none), and a 95% bootstrap interval.
+
+    Items are resampled within each task (the same items for both conditions: paired).
+    """
+    rng = np.random.default_rng(seed)
+    per_task = []
+    for _, part in results.groupby("task", sort=False):
+        wide = part.pivot(index="item", columns="condition", values="correct")
+        if condition not in wide or BASELINE not in wide:
+            continue
+        per_task.append((wide[condition].astype(float).to_numpy() - wide[BASELINE].astype(float).to_numpy()))
+    if not per_task:
+        return (math.nan, math.nan, math.nan)
+    point = float(np.mean([d.mean() for d in per_task]))
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        boots[i] = np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in per_task])
+    return point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+def significance(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each condition vs the original prompt, per (model, mode): McNemar over all paired items
+    (Holm-corrected across conditions) and a paired-bootstrap interval of the accuracy difference."""
+    rows = []
+    for (model, mode), part in results.groupby(["model", "mode"], sort=False):
+        wide = part.pivot(index="item", columns="condition", values="correct")
+        for cond in [c for c in wide.columns if c != BASELINE]:
+            m = mcnemar(wide[BASELINE].tolist(), wide[cond].tolist())
+            diff, lo, hi = paired_bootstrap(part, cond, n_boot=n_boot, seed=seed)
+            rows.append({"model": model, "mode": mode, "condition": cond, **m,
+                         "diff": diff, "diff_low": lo, "diff_high": hi})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = np.nan
+        for _, idx in out.groupby(["model", "mode"]).groups.items():
+            p = out.loc[idx, "p_value"].to_numpy()
+            order = np.argsort(p)
+            adj = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+            out.loc[np.asarray(idx)[order], "p_holm"] = adj
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Why? Leave-one-word-out attribution (cf. Sec. 3 of the paper)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class AttributionConfig:
+    """Leave-one-word-out on the log-likelihood of the correct answer (zero-shot prompts)."""
+
+    stimuli: tuple[str, ...] = ("EP01", "EP02", "EP03", "EP04", "EP07", "EP08")
+    tasks: tuple[str, ...] = ("sum", "first_word_letter", "singular_to_plural", "antonyms")
+    n_samples: int = 10
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self):
+        self.stimuli, self.tasks = tuple(self.stimuli), tuple(self.tasks)
+        for s in self.stimuli:
+            if s not in STIMULI:
+                raise EmotionPromptError(f"stimuli: unknown {s!r}; allowed: {', '.join(STIMULI)}")
+        for t in self.tasks:
+            ii.get_task(t)
+
+
+def _continuation(lm: CausalLM, answer: str) -> str:
+    return answer if lm.has_chat_template else " " + answer
+
+
+def word_attribution(lm: CausalLM, cfg: AttributionConfig) -> pd.DataFrame:
+    """For each stimulus word: mean drop in log p(correct answer) when that word is removed.
+
+    Positive values: the word raises the likelihood of the right answer. Also returned per
+    stimulus (as word ``<whole stimulus>``): the gain of the full stimulus over no stimulus.
+    """
+    prompts, conts, meta = [], [], []
+    for task in cfg.tasks:
+        tests, _ = items_for(task, cfg.seed, cfg.n_samples, 0)
+        for j, ex in enumerate(tests):
+            cont = _continuation(lm, ex.answer)
+            base = build_prompt(task, ex, BASELINE)
+            prompts.append(base), conts.append(cont), meta.append((task, j, None, -2, "<no stimulus>"))
+            for sid in cfg.stimuli:
+                words = STIMULI[sid].text.split()
+                prompts.append(build_prompt(task, ex, sid)), conts.append(cont)
+                meta.append((task, j, sid, -1, "<full>"))
+                for w in range(len(words)):
+                    text = " ".join(words[:w] + words[w + 1:])
+                    prompts.append(build_prompt(task, ex, stimulus_override=text)), conts.append(cont)
+                    meta.append((task, j, sid, w, words[w]))
+    scores = lm.score(prompts, conts, batch_size=cfg.batch_size)
+    df = pd.DataFrame(meta, columns=["task", "item", "stimulus", "position", "word"])
+    df["logp"] = scores
+    none = df[df.position == -2].set_index(["task", "item"])["logp"]
+    full = df[df.position == -1].set_index(["task", "item", "stimulus"])["logp"]
+    rows = []
+    for sid in cfg.stimuli:
+        part = df[(df.stimulus == sid) & (df.position >= 0)]
+        f = full.xs(sid, level="stimulus")
+        gain = (f - none).to_numpy()
+        rows.append({"stimulus": sid, "position": -1, "word": "<whole stimulus>",
+                     "attribution": float(gain.mean()), "se": float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else math.nan})
+        for (pos, word), g in part.groupby(["position", "word"], sort=True):
+            d = (f.loc[list(zip(g.task, g.item))].to_numpy() - g["logp"].to_numpy())
+            rows.append({"stimulus": sid, "position": int(pos), "word": word,
+                         "attribution": float(d.mean()),
+                         "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan})
+    return pd.DataFrame(rows)
+
+
+def config_dict(cfg) -> dict:
+    """A JSON-friendly dict of a config (for ``run.log``)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+
+
+# ------------------------------------------------------------------------------------------
+# The paper's numbers (for the comparison notebook)
+# ------------------------------------------------------------------------------------------
+
+PAPER = {
+    "relative_improvement_instruction_induction_%": 8.00,
+    "relative_improvement_bigbench_%": 115.0,
+    "human_study_improvement_%": 10.9,
+    "human_study_participants": 106,
+}
+
+#: Models of the paper with their sizes (parameters, billions) as published by their authors.
+PAPER_MODELS = {
+    "Flan-T5-Large": 0.78, "Vicuna": 13.0, "Llama 2": 13.0, "BLOOM": 176.0,
+    "ChatGPT": math.nan, "GPT-4": math.nan,
+}

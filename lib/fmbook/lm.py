@@ -1,0 +1,468 @@
+"""Causal language models: loading (offline GGUF assets or hub ids), batched greedy generation,
+log-likelihood scoring, an on-disk cache of model outputs, and throughput measurement.
+
+Shared by the prompting chapters (EmotionPrompt, arXiv 2307.11760; its follow-up 2312.11111).
+
+Loading an offline asset (:mod:`fmbook.assets`) is done once with transformers' GGUF reader
+(``from_pretrained(folder, gguf_file="model.gguf")``), which dequantizes every tensor: slow
+(about 150 s on 2 cores). The dequantized weights are then copied into a fresh model built
+``from_config`` (``save_pretrained`` refuses a GGUF-loaded model), saved as safetensors under
+``cache_dir()/converted/<asset>-<sha>/`` after checking that both give identical greedy outputs,
+and every later call loads that copy (a few seconds). A hub id or a local model folder goes
+straight through ``from_pretrained``; an unknown name is refused with the list of known assets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from . import assets
+from .paths import cache_dir
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZE = (None, "int8-dynamic")
+_CONVERTED_VERSION = 1  # bump when the conversion recipe changes
+
+
+class LMError(ValueError):
+    """A bad model name or parameter (the message names it and the allowed values)."""
+
+
+def causal_lm_assets() -> list[str]:
+    """Names of the offline causal-LM assets known to :mod:`fmbook.assets`."""
+    return sorted(n for n, a in assets.ASSETS.items() if a.kind == "causal-lm")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def _converted_dir(name: str) -> Path:
+    sha = assets.get(name).sha256["model.gguf"][:12]
+    return cache_dir() / "converted" / f"{name}-{sha}-v{_CONVERTED_VERSION}"
+
+
+def _probe_prompts() -> list[str]:
+    return ["What is 23 + 58? Answer with the number only.", "The plural of mouse is"]
+
+
+def _greedy_ids(model, tokenizer, texts: list[str], n: int = 6) -> list[list[int]]:
+    out = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            gen = model.generate(**ids, max_new_tokens=n, do_sample=False)
+        out.append(gen[0, ids["input_ids"].shape[1]:].tolist())
+    return out
+
+
+def convert_gguf(name: str, verbose: bool = True) -> Path:
+    """Dequantize the GGUF of asset ``name`` once and cache a safetensors copy; return its folder.
+
+    The copy is verified: greedy continuations of two probe prompts must be token-identical to the
+    GGUF-loaded model's. Timings are written to ``CONVERSION.json`` in the folder.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = _converted_dir(name)
+    if (target / "CONVERSION.json").is_file():
+        return target
+    folder = assets.require(name)
+    start = time.perf_counter()
+    if verbose:
+        print(f"converting '{name}' from GGUF (one time, a few minutes on 2 cores) ...", flush=True)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+    t_load = time.perf_counter() - start
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"converting '{name}': missing {missing[:5]}, unexpected {unexpected[:5]}")
+    fresh.tie_weights()
+    fresh.generation_config = gguf_model.generation_config
+    gguf_model.eval(), fresh.eval()
+    reference = _greedy_ids(gguf_model, tokenizer, _probe_prompts())
+    copy = _greedy_ids(fresh, tokenizer, _probe_prompts())
+    if reference != copy:
+        raise RuntimeError(f"converting '{name}': the copy's greedy outputs differ ({reference} vs {copy})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        import transformers
+
+        info = {"asset": name, "gguf_sha256": assets.get(name).sha256["model.gguf"],
+                "transformers": transformers.__version__, "torch": torch.__version__,
+                "gguf_load_seconds": round(t_load, 1),
+                "total_seconds": round(time.perf_counter() - start, 1),
+                "probe_greedy_ids": reference, "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (staging / "CONVERSION.json").write_text(json.dumps(info, indent=2))
+        if target.exists():  # another process finished first
+            shutil.rmtree(staging)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if verbose:
+        print(f"  converted in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+    return target
+
+
+def _fingerprint_folder(folder: Path) -> str:
+    """A short hash of a local model folder's config and weight file sizes/mtimes."""
+    digest = hashlib.sha256()
+    for file in sorted(folder.glob("*")):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+    return digest.hexdigest()[:12]
+
+
+def load_causal_lm(name_or_hub_id: str, dtype: str = "float32", device: str = "cpu",
+                   quantize: str | None = None, verbose: bool = True) -> "CausalLM":
+    """Load a causal LM by offline asset name, hub id (``org/name``) or local model folder.
+
+    ``dtype``: one of ``float32 | bfloat16 | float16``; ``quantize``: ``None`` or
+    ``"int8-dynamic"`` (PyTorch dynamic int8 quantization of the linear layers, CPU only).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise LMError(f"dtype={dtype!r} is not supported; allowed: {', '.join(DTYPES)}")
+    if quantize not in QUANTIZE:
+        raise LMError(f"quantize={quantize!r} is not supported; allowed: {QUANTIZE}")
+    if quantize and device != "cpu":
+        raise LMError(f"quantize={quantize!r} runs on device='cpu' only, got device={device!r}")
+    start = time.perf_counter()
+    if name_or_hub_id in assets.ASSETS:
+        if assets.get(name_or_hub_id).kind != "causal-lm":
+            raise LMError(f"asset {name_or_hub_id!r} is a {assets.get(name_or_hub_id).kind}, not a "
+                          f"causal LM; causal-LM assets: {', '.join(causal_lm_assets())}")
+        folder = convert_gguf(name_or_hub_id, verbose=verbose)
+        source = "asset"
+        model_id = f"{name_or_hub_id}@{assets.get(name_or_hub_id).sha256['model.gguf'][:12]}"
+    elif Path(name_or_hub_id).is_dir():
+        folder = Path(name_or_hub_id)
+        source = "folder"
+        model_id = f"folder:{folder.resolve()}@{_fingerprint_folder(folder)}"
+    elif "/" in name_or_hub_id and not name_or_hub_id.startswith(("/", ".")):
+        folder = name_or_hub_id
+        source = "hub"
+        model_id = name_or_hub_id
+    else:
+        raise LMError(f"unknown model {name_or_hub_id!r}: not an offline asset, a hub id (org/name) "
+                      f"or a model folder; known assets: {', '.join(causal_lm_assets())}")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model.eval().to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    if quantize == "int8-dynamic":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    load_seconds = time.perf_counter() - start
+    lm = CausalLM(model=model, tokenizer=tokenizer, name=name_or_hub_id, model_id=model_id,
+                  source=source, dtype=dtype, device=device, quantize=quantize,
+                  load_seconds=load_seconds, n_params=n_params)
+    if verbose:
+        print(f"loaded {name_or_hub_id} ({lm.n_params / 1e6:.0f}M parameters, {dtype}"
+              f"{', ' + quantize if quantize else ''}) in {load_seconds:.1f} s", flush=True)
+    return lm
+
+
+# --------------------------------------------------------------------------------------------
+# Output cache
+# --------------------------------------------------------------------------------------------
+
+class OutputCache:
+    """A small SQLite store of model outputs keyed by (model id, prompt, decoding settings).
+
+    The default location is ``cache_dir()/lm_outputs.sqlite``; ``FMBOOK_LM_CACHE=0`` disables it.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else cache_dir() / "lm_outputs.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, value TEXT)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    @staticmethod
+    def key(model_id: str, kind: str, payload: object, settings: dict) -> str:
+        blob = json.dumps([model_id, kind, payload, settings], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, object]:
+        found: dict[str, object] = {}
+        with self._connect() as db:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i:i + 500])
+                marks = ",".join("?" * len(chunk))
+                for k, v in db.execute(f"SELECT key, value FROM outputs WHERE key IN ({marks})", chunk):
+                    found[k] = json.loads(v)
+        return found
+
+    def put_many(self, items: dict[str, object]) -> None:
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in items.items()])
+
+
+# --------------------------------------------------------------------------------------------
+# The model wrapper
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Greedy decoding settings (part of the output-cache key).
+
+    ``chat``: wrap the prompt in the model's chat template (``None``: when it has one);
+    ``stop_at_newline``: stop a row at the first newline after some non-blank text.
+    """
+
+    max_new_tokens: int = 8
+    chat: bool | None = None
+    stop_at_newline: bool = True
+    system: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise LMError(f"max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
+
+
+class _StopAtNewline:
+    """Per-row stopping criterion: a row is done once its new text has a newline after content."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer, self.prompt_len = tokenizer, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        done = [("\n" in t.lstrip()) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class Throughput:
+    """Prompts per second of one generation setting (measured without the output cache)."""
+
+    batch_size: int
+    n_prompts: int
+    seconds: float
+    new_tokens: int
+    setting: str = ""
+
+    @property
+    def prompts_per_s(self) -> float:
+        return self.n_prompts / self.seconds if self.seconds else float("nan")
+
+
+@dataclass
+class CausalLM:
+    """A loaded causal LM with batched greedy generation, scoring and an output cache."""
+
+    model: object
+    tokenizer: object
+    name: str
+    model_id: str
+    source: str
+    dtype: str = "float32"
+    device: str = "cpu"
+    quantize: str | None = None
+    load_seconds: float = 0.0
+    n_params: int = 0
+    cache: OutputCache | None = field(default=None, repr=False)
+    stats: dict = field(default_factory=lambda: {"generated": 0, "cached": 0, "scored": 0,
+                                                 "seconds": 0.0})
+
+    def __post_init__(self):
+        if self.cache is None and os.environ.get("FMBOOK_LM_CACHE", "1") != "0":
+            self.cache = OutputCache()
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        self._eos = self._eos_ids()
+
+    # -- facts ------------------------------------------------------------------------------
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def cache_id(self) -> str:
+        """What identifies this model's outputs: id, dtype and quantization."""
+        return f"{self.model_id}|{self.dtype}|{self.quantize or 'none'}"
+
+    def info(self) -> dict:
+        return {"name": self.name, "model_id": self.model_id, "source": self.source,
+                "dtype": self.dtype, "quantize": self.quantize, "device": self.device,
+                "parameters_M": round(self.n_params / 1e6, 1), "chat_template": self.has_chat_template,
+                "load_seconds": round(self.load_seconds, 1)}
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        gen = getattr(self.model, "generation_config", None)
+        for value in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        for special in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<eos>"):
+            tid = self.tokenizer.convert_tokens_to_ids(special)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None:
+                ids.add(tid)
+        return sorted(ids)
+
+    # -- prompts ----------------------------------------------------------------------------
+    def render(self, prompt: str, chat: bool | None = None, system: str | None = None) -> str:
+        """The exact text fed to the model: the chat template around ``prompt`` when used."""
+        use_chat = self.has_chat_template if chat is None else chat
+        if use_chat and not self.has_chat_template:
+            raise LMError(f"chat=True but model {self.name!r} has no chat template")
+        if not use_chat:
+            return prompt
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, texts: list[str]) -> dict:
+        add_special = not any(t.startswith(self.tokenizer.bos_token or "\0") for t in texts)
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], config: DecodeConfig | None = None,
+                 batch_size: int = 16, use_cache: bool = True, progress: bool = False) -> list[str]:
+        """Greedy answers to ``prompts`` (first line, stripped), batched with left padding.
+
+        Prompts are sorted by length so that a batch carries little padding; a row stops at an
+        end-of-sequence token or (``stop_at_newline``) at the end of its first line; outputs are
+        read from and written to the output cache.
+        """
+        config = config or DecodeConfig()
+        if batch_size < 1:
+            raise LMError(f"batch_size must be >= 1, got {batch_size}")
+        rendered = [self.render(p, config.chat, config.system) for p in prompts]
+        settings = {**asdict(config), "chat": self.has_chat_template if config.chat is None else config.chat}
+        keys = [OutputCache.key(self.cache_id, "generate", r, settings) for r in rendered]
+        found = self.cache.get_many(keys) if (self.cache and use_cache) else {}
+        todo = sorted({k: r for k, r in zip(keys, rendered) if k not in found}.items(),
+                      key=lambda kr: len(self.tokenizer(kr[1])["input_ids"]))
+        self.stats["cached"] += len(prompts) - len(todo)
+        new: dict[str, str] = {}
+        start = time.perf_counter()
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i:i + batch_size]
+            outs = self._generate_batch([r for _, r in chunk], config)
+            new.update({k: o for (k, _), o in zip(chunk, outs)})
+            if progress:
+                print(f"\r  generated {min(i + batch_size, len(todo))}/{len(todo)}", end="", flush=True)
+        if progress and todo:
+            print(flush=True)
+        self.stats["seconds"] += time.perf_counter() - start
+        self.stats["generated"] += len(todo)
+        if new and self.cache and use_cache:
+            self.cache.put_many(new)
+        found.update(new)
+        return [found[k] for k in keys]
+
+    def _generate_batch(self, texts: list[str], config: DecodeConfig) -> list[str]:
+        from transformers import StoppingCriteriaList
+
+        enc = self._encode(texts).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]
+        stops = StoppingCriteriaList([_StopAtNewline(self.tokenizer, prompt_len)]) if config.stop_at_newline else None
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False,
+                                      eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id,
+                                      stopping_criteria=stops, top_p=None, top_k=None, temperature=None)
+        texts_out = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
+
+    # -- scoring ----------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], chat: bool | None = None,
+              system: str | None = None, batch_size: int = 16, use_cache: bool = True) -> list[float]:
+        """Log-likelihood (natural log, summed over tokens) of each continuation after its prompt.
+
+        Prompt and continuation are tokenized apart and joined, so the continuation's tokens are
+        the same whatever the prompt; all pairs of a batch go through one forward pass.
+        """
+        if len(prompts) != len(continuations):
+            raise LMError(f"score: {len(prompts)} prompts but {len(continuations)} continuations")
+        rendered = [self.render(p, chat, system) for p in prompts]
+        keys = [OutputCache.key(self.cache_id, "score", [r, c], {}) for r, c in zip(rendered, continuations)]
+        found = self.cache.get_many(keys) if (self.cache and use_cache) else {}
+        todo = [(k, r, c) for k, r, c in zip(keys, rendered, continuations) if k not in found]
+        todo = list({t[0]: t for t in todo}.values())
+        new = {}
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i:i + batch_size]
+            values = self._score_batch([r for _, r, _ in chunk], [c for _, _, c in chunk])
+            new.update({k: v for (k, _, _), v in zip(chunk, values)})
+        self.stats["scored"] += len(todo)
+        if new and self.cache and use_cache:
+            self.cache.put_many(new)
+        found.update(new)
+        return [found[k] for k in keys]
+
+    def _score_batch(self, prompts: list[str], conts: list[str]) -> list[float]:
+        tok = self.tokenizer
+        add_special = not any(p.startswith(tok.bos_token or "\0") for p in prompts)
+        p_ids = [tok(p, add_special_tokens=add_special)["input_ids"] for p in prompts]
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in conts]
+        rows = [p + c for p, c in zip(p_ids, c_ids)]
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):  # right padding: positions are unaffected
+            ids[j, :len(r)] = torch.tensor(r)
+            mask[j, :len(r)] = 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for j, (p, c) in enumerate(zip(p_ids, c_ids)):
+            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+            out.append(float(logp[j, positions, torch.tensor(c)].sum()))
+        return out
+
+    # -- speed ------------------------------------------------------------------------------
+    def throughput(self, prompts: Sequence[str], batch_size: int, config: DecodeConfig | None = None,
+                   setting: str = "") -> tuple[Throughput, list[str]]:
+        """Time :meth:`generate` on ``prompts`` without the output cache; return speed and answers."""
+        config = config or DecodeConfig()
+        start = time.perf_counter()
+        answers = self.generate(prompts, config, batch_size=batch_size, use_cache=False)
+        seconds = time.perf_counter() - start
+        return Throughput(batch_size, len(prompts), seconds, config.max_new_tokens, setting), answers
+
+
+def clean_answer(text: str) -> str:
+    """The first non-blank line of a generated text, stripped."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def batched(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,271 @@
+"""Execute chapter notebooks with papermill at a profile, skipping what has not changed.
+
+For each notebook the runner resolves its parameters (:mod:`fmbook.profiles`), hashes its inputs
+(notebook source, resolved parameters, library code), and skips it when the last successful run had
+the same hash. Otherwise papermill executes it in a subprocess into a staging folder; only when the
+notebook finished *and* wrote its results file are the executed copy and the results moved into
+place, so a failed or interrupted run leaves the previous good files untouched. Chapters are
+independent and run in parallel (``jobs``); notebooks within a chapter run in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import profiles as P
+from .nb import RESULT_PATH_ENV
+from .paths import build_dir, package_dir
+from .results import atomic_write_json, load, result_path
+
+DEFAULT_ESTIMATE_S = {"smoke": 20.0, "local": 120.0, "full": 600.0}
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    resolved: P.Resolved
+    source: Path
+    input_hash: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.resolved.chapter}/{self.resolved.notebook}"
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # "ran" | "skipped" | "failed" | "not run"
+    seconds: float
+    message: str = ""
+
+
+def library_hash() -> str:
+    """SHA-256 over the library's Python sources (its code version for skip-if-unchanged)."""
+    digest = hashlib.sha256()
+    root = package_dir()
+    for path in sorted(root.rglob("*.py")):
+        if "_chapters" in path.parts:
+            continue
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def notebook_source_hash(path: Path) -> str:
+    """Hash of the cells' types, sources and tags, ignoring outputs and notebook metadata."""
+    nb_json = json.loads(Path(path).read_text())
+    cells = [(c.get("cell_type"), "".join(c.get("source", "")), sorted(c.get("metadata", {}).get("tags", [])))
+             for c in nb_json.get("cells", [])]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def input_hash(resolved: P.Resolved, source: Path, lib_hash: str) -> str:
+    payload = {"notebook": notebook_source_hash(source), "params": resolved.values,
+               "profile": resolved.profile, "library": lib_hash}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def executed_path(profile: str, chapter: str, notebook: str) -> Path:
+    return build_dir() / "executed" / profile / chapter / f"{notebook}.ipynb"
+
+
+def failed_path(profile: str, chapter: str, notebook: str) -> Path:
+    return build_dir() / "failed" / profile / chapter / f"{notebook}.ipynb"
+
+
+def plan(targets: list[str], profile: str, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """Resolve every selected notebook; refuse unknown names and ill-typed values up front."""
+    P.check_profile(profile)
+    selected: list[tuple[str, str]] = []
+    for target in targets or P.list_chapters():
+        chapter, notebook = P.parse_target(target)
+        for nb in [notebook] if notebook else P.list_notebooks(chapter):
+            if (chapter, nb) not in selected:
+                selected.append((chapter, nb))
+    overrides = overrides or {}
+    declared = {key: P.notebook_parameters(*key) for key in selected}
+    for name in overrides:
+        if not any(name in params for params in declared.values()):
+            allowed = sorted({n for params in declared.values() for n in params})
+            raise P.ParameterError(f"unknown parameter {name!r} for the selected notebooks; "
+                                   f"allowed: {', '.join(allowed)}")
+    lib_hash = library_hash()
+    jobs = []
+    for chapter, nb in selected:
+        mine = {k: v for k, v in overrides.items() if k in declared[(chapter, nb)]}
+        resolved = P.resolve(chapter, nb, profile, mine)
+        source = P.notebook_path(chapter, nb)
+        jobs.append(Job(resolved, source, input_hash(resolved, source, lib_hash)))
+    return jobs
+
+
+def is_up_to_date(job: Job) -> bool:
+    r = job.resolved
+    res, exe = result_path(r.chapter, r.profile, r.notebook), executed_path(r.profile, r.chapter, r.notebook)
+    if not (res.is_file() and exe.is_file()):
+        return False
+    try:
+        return load(res).get("runner", {}).get("input_hash") == job.input_hash
+    except (OSError, ValueError):
+        return False
+
+
+def estimate_seconds(job: Job) -> float:
+    r = job.resolved
+    try:
+        return float(load(result_path(r.chapter, r.profile, r.notebook))["runner"]["execution_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_ESTIMATE_S[r.profile]
+
+
+def _first_error(nb_json: dict) -> str:
+    """'cell N: Ename: evalue' for the first cell with an error output."""
+    code_index = 0
+    for index, cell in enumerate(nb_json.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        code_index += 1
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                first_line = "".join(cell.get("source", "")).strip().splitlines()[:1]
+                return (f"cell {index} (code cell {code_index}: {first_line[0][:60] if first_line else ''!r}): "
+                        f"{output.get('ename')}: {str(output.get('evalue'))[:500]}")
+    return "no cell reported an error"
+
+
+def _tidy_executed(path: Path) -> None:
+    """Hide papermill's injected-parameters cell in the book (nb.start shows the values)."""
+    nb_json = json.loads(path.read_text())
+    for cell in nb_json.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    path.write_text(json.dumps(nb_json, indent=1))
+
+
+def execute(job: Job, force: bool = False) -> Outcome:
+    """Run one notebook (or skip it) and move its products into place only on success."""
+    r = job.resolved
+    if not force and is_up_to_date(job):
+        return Outcome(job, "skipped", 0.0, "unchanged")
+    staging = Path(tempfile.mkdtemp(prefix="run-", dir=_ensure(build_dir() / "tmp")))
+    out_nb, out_json = staging / f"{r.notebook}.ipynb", staging / f"{r.notebook}.json"
+    params = dict(r.values)
+    params[P.RUNNER_FLAG] = True
+    params[P.SOURCES_PARAM] = r.sources
+    (staging / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env[RESULT_PATH_ENV] = str(out_json)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    cmd = [sys.executable, "-m", "papermill", str(job.source), str(out_nb), "-f", str(staging / "params.yaml"),
+           "--cwd", str(job.source.parent), "--kernel", "python3", "--no-progress-bar", "--log-level", "ERROR"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0 or not out_json.is_file():
+            if out_nb.is_file():
+                reason = _first_error(json.loads(out_nb.read_text()))
+                target = failed_path(r.profile, r.chapter, r.notebook)
+                _ensure(target.parent)
+                shutil.copy2(out_nb, target)
+                where = f" (executed copy kept at {target})"
+            else:
+                reason, where = proc.stderr.strip()[-1500:] or "papermill exited without a notebook", ""
+            if proc.returncode == 0:
+                reason = "the notebook finished without calling run.finish(), so it wrote no results"
+            return Outcome(job, "failed", seconds, f"{job.name} failed at {reason}{where}")
+        record = load(out_json)
+        record["runner"] = {"input_hash": job.input_hash, "execution_s": round(seconds, 2),
+                            "command": f"python -m fmbook run {job.name} --profile {r.profile}"}
+        _tidy_executed(out_nb)
+        exe = executed_path(r.profile, r.chapter, r.notebook)
+        _ensure(exe.parent)
+        os.replace(out_nb, exe)
+        atomic_write_json(result_path(r.chapter, r.profile, r.notebook), record)
+        failed_path(r.profile, r.chapter, r.notebook).unlink(missing_ok=True)
+        return Outcome(job, "ran", seconds)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{seconds:.1f} s" if seconds < 90 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | None = None,
+        jobs: int = 1, force: bool = False, echo: Callable[[str], None] = print) -> list[Outcome]:
+    """Execute the selected chapters; returns one :class:`Outcome` per notebook."""
+    if jobs < 1:
+        raise P.ParameterError(f"jobs must be at least 1, got {jobs}")
+    planned = plan(targets, profile, overrides)
+    by_chapter: dict[str, list[Job]] = {}
+    for job in planned:
+        by_chapter.setdefault(job.resolved.chapter, []).append(job)
+    total = len(planned)
+    remaining = {job.name: (0.0 if not force and is_up_to_date(job) else estimate_seconds(job)) for job in planned}
+    lock = threading.Lock()
+    outcomes: list[Outcome] = []
+    start = time.perf_counter()
+    workers = max(1, min(jobs, len(by_chapter)))
+    echo(f"Running {total} notebook(s) of {len(by_chapter)} chapter(s) at profile '{profile}' "
+         f"with {workers} worker(s); estimated {_fmt(sum(remaining.values()) / workers)}")
+
+    def report(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+            remaining[outcome.job.name] = 0.0
+            left = sum(remaining.values()) / workers
+            tag = {"ran": "done", "skipped": "skipped (unchanged)", "failed": "FAILED",
+                   "not run": "not run"}[outcome.status]
+            time_part = f" in {_fmt(outcome.seconds)}" if outcome.status in ("ran", "failed") else ""
+            echo(f"[{len(outcomes)}/{total}] {outcome.job.name}: {tag}{time_part}"
+                 f"  (elapsed {_fmt(time.perf_counter() - start)}, about {_fmt(left)} left)")
+            if outcome.status in ("failed", "not run") and outcome.message:
+                echo(f"    {outcome.message}")
+
+    def run_chapter(chapter_jobs: list[Job]) -> None:
+        failed = False
+        for job in chapter_jobs:
+            if failed:
+                report(Outcome(job, "not run", 0.0, "an earlier notebook of its chapter failed"))
+                continue
+            try:
+                outcome = execute(job, force=force)
+            except Exception as exc:  # noqa: BLE001 - report and go on with other chapters
+                outcome = Outcome(job, "failed", 0.0, f"{job.name} failed: {type(exc).__name__}: {exc}")
+            failed = outcome.status == "failed"
+            report(outcome)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run_chapter, by_chapter.values()))
+    ran = sum(o.status == "ran" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    bad = [o for o in outcomes if o.status in ("failed", "not run")]
+    echo(f"{ran} ran, {skipped} skipped, {len(bad)} failed or not run, in {_fmt(time.perf_counter() - start)}")
+    return outcomes

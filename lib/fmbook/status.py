@@ -1,0 +1,110 @@
+"""The book's *Reproduction status* page, generated from the results files.
+
+QuantEcon-style: for each chapter the paper's headline claims beside our measured numbers, with the
+profile, hardware, date and execution time that produced ours; then every executed notebook with its
+time and the commit it ran at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .papers import PAPERS
+from .results import iter_results
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def _hardware(record: dict[str, Any]) -> str:
+    hw = record.get("provenance", {}).get("hardware", {})
+    text = hw.get("gpu") or f"CPU, {hw.get('cpu_count', '?')} cores"
+    return text.replace("|", "/")
+
+
+def _seconds(record: dict[str, Any]) -> float | None:
+    runner = record.get("runner") or {}
+    return runner.get("execution_s", record.get("duration_s"))
+
+
+def _records(root: Path | None, profiles: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    return [r for r in iter_results(root) if profiles is None or r.get("profile") in profiles]
+
+
+def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """One row per headline of every results file (of the given profiles)."""
+    rows = []
+    for record in _records(root, profiles):
+        for h in record.get("headlines", []):
+            unit = h.get("unit") or ""
+            holds = {True: "yes", False: "no", None: "see notes"}[h.get("holds")]
+            rows.append({
+                "chapter": record["chapter"], "notebook": record["notebook"], "claim": h["claim"],
+                "paper": _fmt(h.get("paper")) + (f" {unit}" if h.get("paper") is not None and unit else ""),
+                "ours": _fmt(h.get("ours")) + (f" {unit}" if h.get("ours") is not None and unit else ""),
+                "holds here": holds, "profile": record["profile"], "hardware": _hardware(record),
+                "date": (record.get("started_at") or "")[:10], "note": h.get("note", ""),
+            })
+    return rows
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(published_profile: str, root: Path | None = None) -> str:
+    """The page's MyST source: the published profile's results and any committed ``full`` ones."""
+    shown = (published_profile, "full")
+    records = _records(root, shown)
+    rows = status_rows(root, shown)
+    out = [
+        "# Reproduction status",
+        "",
+        "This page is generated when the book is built, from the results file that every executed "
+        "notebook writes (`results/<chapter>/<profile>/<notebook>.json`). Each row puts a claim of a "
+        "paper beside the number we measured, and says which profile, hardware and date produced ours. "
+        f"The notebooks shown in this build were executed at the **{published_profile}** profile; "
+        "results of `full` runs on a GPU, when present, are committed files and appear beside them.",
+        "",
+    ]
+    for paper in PAPERS:
+        mine = [r for r in rows if r["chapter"] == paper.chapter]
+        out += [f"## {paper.title}", "", f"{{cite}}`{paper.bibkey}` · arXiv {paper.arxiv}", ""]
+        if mine:
+            out.append(_table(["notebook", "claim", "paper", "ours", "holds here", "profile", "hardware", "date"],
+                              [[r["notebook"], r["claim"], r["paper"], r["ours"], r["holds here"], r["profile"],
+                                r["hardware"], r["date"]] for r in mine]))
+            notes = [f"- *{r['notebook']}*, {r['claim']}: {r['note']}" for r in mine if r["note"]]
+            if notes:
+                out += ["", "Notes:", "", *notes]
+        else:
+            out.append("Not reproduced yet. The paper's headline claims, for when it is:")
+            out.append("")
+            out.append(_table(["claim", "paper", "ours"], [[c.claim, c.paper, "not yet measured"] for c in paper.claims]))
+        out.append("")
+    others = sorted({r["chapter"] for r in records} - {p.chapter for p in PAPERS})
+    for chapter in others:
+        mine = [r for r in rows if r["chapter"] == chapter]
+        if mine:
+            out += [f"## Chapter `{chapter}`", "",
+                    _table(["notebook", "claim", "ours", "profile", "hardware", "date"],
+                           [[r["notebook"], r["claim"], r["ours"], r["profile"], r["hardware"], r["date"]] for r in mine]), ""]
+    out += ["## Every executed notebook", "",
+            "Execution time, hardware and the commit of each run (as QuantEcon's lectures do).", ""]
+    out.append(_table(
+        ["chapter", "notebook", "profile", "executed", "time (s)", "hardware", "commit"],
+        [[r["chapter"], r["notebook"], r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
+          _seconds(r), _hardware(r), ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])]
+         for r in sorted(records, key=lambda r: (r["profile"], r["chapter"], r["notebook"]))]) if records
+        else "No notebook has been executed yet.")
+    out.append("")
+    return "\n".join(out)
