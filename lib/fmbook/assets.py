@@ -228,6 +228,9 @@ def fetch(name: str, force: bool = False, verbose: bool = True) -> Path:
         }
         (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
         if final.exists():
+            if is_ready(name) and not force:  # another process fetched it meanwhile
+                shutil.rmtree(staging, ignore_errors=True)
+                return final
             shutil.rmtree(final)
         staging.rename(final)
     except BaseException:

@@ -248,19 +248,19 @@ def nmtune_loss(z: torch.Tensor, f: torch.Tensor, logits: torch.Tensor, labels: 
                 config: NMTuneConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Total NMTune loss and its terms (unweighted). A term with weight 0 is not computed."""
     ce = F.cross_entropy(logits, labels)
-    total, terms = ce, {"ce": float(ce)}
+    total, terms = ce, {"ce": ce.item()}
     if config.consistency_weight:
         mse = consistency_loss(z, f)
         total = total + config.consistency_weight * mse
-        terms["consistency"] = float(mse)
+        terms["consistency"] = mse.item()
     if config.covariance_weight:
         cov = covariance_loss(z)
         total = total + config.covariance_weight * cov
-        terms["covariance"] = float(cov)
+        terms["covariance"] = cov.item()
     if config.spectral_weight:
         dom = dominant_singular_values(z, config.top_k)
         total = total - config.spectral_weight * dom
-        terms["dominant_sv"] = float(dom)
+        terms["dominant_sv"] = dom.item()
     return total, terms
 
 
@@ -278,7 +278,7 @@ class TrainedHead:
     def predict(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         self.module.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), deterministic(0):
             for start in range(0, len(features), batch_size):
                 _, logits = self.module(torch.from_numpy(np.asarray(features[start:start + batch_size], np.float32)))
                 out.append(logits.argmax(1))
@@ -290,7 +290,7 @@ class TrainedHead:
     def transform(self, features: np.ndarray) -> np.ndarray:
         """z for features (the identity for a linear probe)."""
         self.module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), deterministic(0):
             z, _ = self.module(torch.from_numpy(np.asarray(features, np.float32)))
         return z.numpy()
 
@@ -351,7 +351,7 @@ def train_head(features: np.ndarray, labels: np.ndarray, num_classes: int,
                 z, logits = module(f)
                 if method == "linear":
                     loss = F.cross_entropy(logits, y)
-                    terms = {"ce": float(loss)}
+                    terms = {"ce": loss.item()}
                 else:
                     loss, terms = nmtune_loss(z, f, logits, y, config)
                 optimizer.zero_grad(set_to_none=True)

@@ -206,16 +206,23 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Deterministic algorithms and a seeded torch RNG inside; the caller's state is restored after."""
-    previous = torch.are_deterministic_algorithms_enabled()
+def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
+    """Deterministic algorithms, ``threads`` CPU threads and a seeded torch RNG inside; the caller's
+    settings are restored after.
+
+    One thread by default: CPU results then do not depend on the machine's core count (reductions
+    are summed in one order), and small models run faster than with threads that compete for cores.
+    """
+    previous, previous_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(previous_threads)
 
 
 def encoder_cache_key(config: EncoderConfig, train: ImageSet, train_labels: np.ndarray,
@@ -292,7 +299,7 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total_loss += float(loss) * len(index)
+                total_loss += loss.item() * len(index)
                 total_correct += int((logits.argmax(1) == y).sum())
             history["epoch"].append(epoch + 1)
             history["train_loss"].append(total_loss / len(train))
@@ -349,7 +356,7 @@ def extract_features(encoder: nn.Module, images: np.ndarray, batch_size: int = 1
     """Frozen features of uint8 images, in batches: ``(N, feature_dim)`` float32."""
     encoder.eval()
     chunks = []
-    with torch.no_grad():
+    with torch.no_grad(), deterministic(0):
         for start in range(0, len(images), batch_size):
             x = images_to_tensor(images[start:start + batch_size]).to(device)
             chunks.append(encoder(x).float().cpu())

@@ -1,0 +1,40 @@
+"""Shared fixtures: a miniature book in a temporary folder, for the machinery's tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mini_book(tmp_path, monkeypatch):
+    """A book with one chapter 'demo' of two notebooks; FMBOOK_ROOT points at it."""
+    from fmbook.authoring import code, md, write_notebook
+
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n"
+        "  - file: notebooks/demo/01_first\n  - file: notebooks/demo/02_second\n")
+    (tmp_path / "book").mkdir()
+    params = ('profile = "auto"  # smoke | local | full\nseed = 0  # random seed\n'
+              'n = 10  # sample size\nscale = 1.5  # spread\nlabel = "x"  # a name\nfail = False  # raise on purpose\n')
+    body = [
+        md("# First\nA demo notebook."),
+        code("import numpy as np\nx = np.random.default_rng(seed).normal(size=n) * scale\n"
+             "run.uses_data('demo-normal', n=n)\nrun.log(mean=float(x.mean()), n=n)"),
+        code("if fail:\n    raise ValueError('asked to fail')"),
+        code("run.headline('mean is near zero', ours=float(x.mean()), paper=0.0)\nrun.finish()"),
+    ]
+    write_notebook(tmp_path / "notebooks/demo/01_first.ipynb", "demo", "01_first", params, body)
+    write_notebook(tmp_path / "notebooks/demo/02_second.ipynb", "demo", "02_second",
+                   'profile = "auto"  # profile\nseed = 0  # seed\nn = 5  # size\n',
+                   [md("# Second"), code("run.log(n=n)\nrun.finish()")])
+    (tmp_path / "notebooks/demo/profiles.yml").write_text(
+        "smoke:\n  _all: {n: 3}\n  01_first: {scale: 0.5}\nlocal: {}\nfull:\n  _all: {n: 1000}\n")
+    monkeypatch.setenv("FMBOOK_ROOT", str(tmp_path))
+    for var in ("FMBOOK_RESULTS", "FMBOOK_BUILD", "FMBOOK_RESULT_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
