@@ -38,3 +38,22 @@ def mini_book(tmp_path, monkeypatch):
     for var in ("FMBOOK_RESULTS", "FMBOOK_BUILD", "FMBOOK_RESULT_PATH"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smoke_run():
+    """Every notebook of every chapter executed at the smoke profile (skips unchanged ones)."""
+    from fmbook import runner
+
+    outcomes = runner.run([], profile="smoke", jobs=2)
+    failed = [o.message for o in outcomes if o.status not in ("ran", "skipped")]
+    assert not failed, "\n".join(failed)
+    return outcomes
+
+
+@pytest.fixture(scope="session")
+def built_book(smoke_run):
+    """The HTML book built strictly (-W -n) from the smoke run; returns the folder of index.html."""
+    from fmbook.book import build
+
+    return build(profile="smoke")

@@ -766,3 +766,284 @@ def chapter_neighbours(papers: Sequence[Paper], sim: np.ndarray, n: int = 10,
                          "is_chapter_paper": p.chapter,
                          "cluster": names.get(int(labels[j])) if names and labels is not None else None})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole analysis in one call
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class AtlasResult:
+    papers: list[Paper]
+    vectors: np.ndarray = field(repr=False)
+    k: int
+    k_sweep: Any = field(repr=False)  # DataFrame: k, silhouette, cluster sizes
+    labels: np.ndarray = field(repr=False)
+    silhouette: float
+    stability: Stability
+    terms: dict[int, list[tuple[str, float]]]
+    names: dict[int, str]
+    xy: np.ndarray = field(repr=False)  # (n, 2) in [0, 1]
+    sim: np.ndarray = field(repr=False)  # cosine similarities
+    neighbours: Any = field(repr=False)  # DataFrame of chapter_neighbours
+    config: AtlasConfig
+
+    def cluster_table(self):
+        import pandas as pd
+
+        chapters = {}
+        for p, lab in zip(self.papers, self.labels):
+            if p.chapter:
+                chapters.setdefault(int(lab), []).append(p.chapter)
+        sizes = Counter(self.labels.tolist())
+        return pd.DataFrame([{"cluster": c, "name": self.names[c], "papers": sizes[c],
+                              "chapters in it": ", ".join(chapters.get(c, [])),
+                              "terms (score)": ", ".join(f"{t} ({s:.3f})" for t, s in self.terms[c])}
+                             for c in sorted(self.names)])
+
+    def related(self) -> dict[str, list[dict[str, Any]]]:
+        """Chapter id -> its neighbours as plain dicts (what the landing pages list)."""
+        out: dict[str, list[dict[str, Any]]] = {c: [] for c in CHAPTERS}
+        for row in self.neighbours.to_dict("records"):
+            clean = {k: row[k] for k in ("rank", "similarity", "title", "arxiv_id", "paper_id",
+                                         "is_chapter_paper", "cluster")}
+            for key in ("arxiv_id", "is_chapter_paper", "cluster"):
+                if not isinstance(clean[key], str):
+                    clean[key] = None  # pandas turns a missing string into NaN
+            clean["rank"], clean["similarity"] = int(clean["rank"]), float(clean["similarity"])
+            out[row["chapter"]].append(clean)
+        return out
+
+
+def build_atlas(papers: Sequence[Paper], vectors: np.ndarray, config: AtlasConfig = AtlasConfig(),
+                k: int | None = None) -> AtlasResult:
+    """Choose k (unless given), cluster, measure stability, name clusters, project, find neighbours."""
+    vectors = np.asarray(vectors)
+    if len(vectors) != len(papers):
+        raise AtlasError(f"{len(vectors)} vectors for {len(papers)} papers")
+    if k is None:
+        k, sweep = choose_k(vectors, config.k_min, config.k_max, config.clusterer, config.seed, config.n_init)
+    else:
+        sweep = None
+    labels = cluster(vectors, k, config.clusterer, config.seed, config.n_init)
+    stab = stability(vectors, k, config.clusterer, range(config.seed, config.seed + config.stability_seeds),
+                     config.n_init, config.subsample_rounds, config.subsample_fraction, config.seed, labels)
+    terms = cluster_terms(paper_texts(papers, config.text), labels, config.n_terms)
+    names = cluster_names(terms)
+    xy = project_2d(vectors, config.projection, config.seed, config.perplexity)
+    sim = similarity_matrix(vectors)
+    neighbours = chapter_neighbours(papers, sim, config.n_neighbours, labels, names)
+    return AtlasResult(list(papers), vectors, k, sweep, labels, silhouette(vectors, labels), stab, terms,
+                       names, xy, sim, neighbours, config)
+
+
+# --------------------------------------------------------------------------------------------------
+# The interactive map and table (static HTML + a small inline script; no network)
+# --------------------------------------------------------------------------------------------------
+
+# Colour-blind-friendly qualitative palette (Okabe-Ito, then Tableau 10 for more clusters).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+           "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7",
+           "#9C755F", "#BAB0AC", "#8CD17D", "#86BCB6")
+CHAPTER_LABELS = {"emotion_prompt": "EmotionPrompt", "emotion_v2": "EmotionPrompt V2",
+                  "culture_llm": "CultureLLM", "nmtune": "NMTune", "zoopfl": "ZooPFL",
+                  "imbalance": "Imbalanced VLMs", "fedclip": "FedCLIP"}
+
+
+def _asset_text(name: str) -> str:
+    return (Path(__file__).resolve().parent / "atlas_assets" / name).read_text(encoding="utf-8")
+
+
+def _json_for_script(data: Any) -> str:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neighbours: int | None = None,
+               element_id: str | None = None, include_script: bool = True) -> str:
+    """The interactive atlas as one HTML fragment (for ``IPython.display.HTML``).
+
+    * an SVG map drawn here: one circle per paper, coloured by cluster, the seven chapter papers
+      ringed and labelled; each circle carries an SVG ``<title>`` (hover shows the title even
+      without JavaScript);
+    * a search box (words in title or abstract, all must match), a chapter picker, a cluster
+      legend (click to filter), an info panel (abstract quoted, ten nearest neighbours);
+    * a table of all papers, sortable by any column, filtered by the same search;
+    * the data as JSON and the script (``atlas_assets/atlas.js``), inline: nothing is fetched.
+    """
+    papers, labels = result.papers, result.labels
+    n_nb = n_neighbours or result.config.n_neighbours
+    pad = 18
+    xs = pad + result.xy[:, 0] * (width - 2 * pad)
+    ys = pad + (1.0 - result.xy[:, 1]) * (height - 2 * pad)
+    colours = {c: PALETTE[c % len(PALETTE)] for c in result.names}
+    uid = element_id or "fa-" + hashlib.sha1(
+        json.dumps([p.paper_id for p in papers] + result.labels.tolist()).encode()).hexdigest()[:10]
+    data = {
+        "papers": [{"t": p.title, "a": p.abstract, "c": int(lab), "x": round(float(x), 1),
+                    "y": round(float(y), 1), "arxiv": p.arxiv_id, "src": ", ".join(s.split("_")[0] for s in p.sources),
+                    "ch": p.chapter} for p, lab, x, y in zip(papers, labels, xs, ys)],
+        "clusters": [{"name": result.names[c], "color": colours[c]} for c in sorted(result.names)],
+        "nb": [[[j, round(s, 3)] for j, s in nearest(result.sim, i, n_nb)] for i in range(len(papers))],
+        "chapters": {p.chapter: i for i, p in enumerate(papers) if p.chapter},
+    }
+    esc = html.escape
+    circles, labels_svg = [], []
+    order = sorted(range(len(papers)), key=lambda i: papers[i].chapter is not None)  # chapter papers on top
+    for i in order:
+        p = papers[i]
+        cls = "fa-pt fa-ch" if p.chapter else "fa-pt"
+        r = 7 if p.chapter else 4.2
+        tab = ' tabindex="0"' if p.chapter else ""
+        circles.append(f'<circle class="{cls}" data-i="{i}" cx="{xs[i]:.1f}" cy="{ys[i]:.1f}" r="{r}" '
+                       f'fill="{colours[int(labels[i])]}"{tab}><title>{esc(p.title)}</title></circle>')
+        if p.chapter:
+            anchor = "end" if xs[i] > width * 0.75 else "start"
+            dx = -9 if anchor == "end" else 9
+            labels_svg.append(f'<text class="fa-lab" x="{xs[i] + dx:.1f}" y="{ys[i] - 8:.1f}" '
+                              f'text-anchor="{anchor}">{esc(CHAPTER_LABELS.get(p.chapter, p.chapter))}</text>')
+    sizes = Counter(labels.tolist())
+    legend = "".join(f'<li data-c="{c}" title="show only this cluster (click again for all)">'
+                     f'<span class="fa-swatch" style="background:{colours[c]}"></span>'
+                     f'<span>{esc(result.names[c])} <span class="fa-note">({sizes[c]})</span></span></li>'
+                     for c in sorted(result.names))
+    options = "".join(f'<option value="{c}">{esc(CHAPTER_LABELS.get(c, c))} ({c})</option>'
+                      for c in CHAPTERS if c in data["chapters"])
+    rows = []
+    for i, (p, lab) in enumerate(zip(papers, labels)):
+        link = (f'<a href="https://arxiv.org/abs/{esc(p.arxiv_id)}" target="_blank" rel="noopener">'
+                f'{esc(p.arxiv_id)}</a>') if p.arxiv_id else ""
+        chapter = esc(CHAPTER_LABELS.get(p.chapter, "")) if p.chapter else ""
+        rows.append(f'<tr data-i="{i}"><td data-v="{i}">{i + 1}</td><td>{esc(p.title)}</td>'
+                    f'<td data-v="{int(lab):03d}"><span class="fa-swatch" style="background:{colours[int(lab)]}"></span> '
+                    f'{esc(result.names[int(lab)])}</td><td>{chapter}</td>'
+                    f'<td>{esc(", ".join(s.split("_")[0] for s in p.sources))}</td><td>{link}</td></tr>')
+    cfg = result.config
+    caption = (f"{len(papers)} papers, embedded with {esc(cfg.encoder)}, {result.k} {esc(cfg.clusterer)} clusters, "
+               f"2-D map by {esc(cfg.projection)} (seed {cfg.seed}). Distances on the map are only roughly "
+               "faithful; the neighbour lists use the cosine similarity of the full embeddings.")
+    parts = [
+        f'<div class="fmbook-atlas" id="{uid}">',
+        f"<style>{_asset_text('atlas.css')}</style>",
+        '<div class="fa-controls">',
+        '<input type="search" class="fa-search" placeholder="Search words in titles and abstracts…" '
+        'aria-label="Search words in titles and abstracts">',
+        f'<select class="fa-chapter" aria-label="Highlight a chapter paper and its neighbours">'
+        f'<option value="">Highlight a chapter’s neighbours…</option>{options}</select>',
+        '<button type="button" class="fa-reset">Reset</button>',
+        f'<span class="fa-count" aria-live="polite">{len(papers)} papers</span>',
+        "</div>",
+        '<div class="fa-body">',
+        f'<svg class="fa-map" viewBox="0 0 {width} {height}" role="img" aria-label="Map of {len(papers)} papers">',
+        '<g class="fa-edges"></g><g class="fa-points">', *circles, "</g>",
+        '<g class="fa-labels">', *labels_svg, "</g></svg>",
+        '<div class="fa-side"><ul class="fa-legend">', legend, "</ul>",
+        '<div class="fa-info"><p class="fa-note">Hover a point for its title. The search, the chapter '
+        "picker and click-to-highlight need JavaScript; the table below works without it.</p></div></div>",
+        "</div>",
+        f'<p class="fa-note">{caption}</p>',
+        '<div class="fa-tooltip" hidden></div>',
+        f'<details class="fa-tablewrap" open><summary>All {len(papers)} papers (click a column to sort, '
+        "a row to show the paper on the map)</summary>",
+        '<div class="fa-scroll"><table class="fa-table"><thead><tr>'
+        '<th data-type="num">#</th><th>Title</th><th>Cluster</th><th>Chapter</th><th>Listings</th>'
+        "<th>arXiv</th></tr></thead><tbody>", *rows, "</tbody></table></div></details>",
+        f'<script type="application/json" class="fa-data">{_json_for_script(data)}</script>',
+    ]
+    if include_script:
+        parts.append(f"<script>{_asset_text('atlas.js')}</script>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def standalone_html(result: AtlasResult, title: str = "Related-work atlas") -> str:
+    """A complete HTML page holding :func:`atlas_html` (for the browser tests and for sharing)."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'</head><body><h1>{html.escape(title)}</h1>\n{atlas_html(result)}\n</body></html>\n')
+
+
+# --------------------------------------------------------------------------------------------------
+# "Related work in this collection" on the landing pages of the seven chapters
+# --------------------------------------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|$~])")
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape Markdown punctuation so a title is rendered literally by MyST."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def related_markdown(chapter: str, rows: Sequence[dict[str, Any]] | None, n: int = 5,
+                     atlas_doc: str | None = None, chapter_docs: dict[str, str] | None = None,
+                     encoder: str | None = None, profile: str | None = None) -> str:
+    """The Markdown of one chapter's "related work in this collection" list.
+
+    ``rows``: that chapter's entries of :meth:`AtlasResult.related` (None: the atlas has not been
+    run, and the text says so). ``atlas_doc``: the atlas page's docname relative to the landing
+    page (linked with ``{doc}``); ``chapter_docs``: chapter id -> docname, to link a neighbour that
+    is itself a chapter of the book. Only names given here are linked, so a build with ``-n`` never
+    sees a dangling reference.
+    """
+    if chapter not in CHAPTERS:
+        raise AtlasError(f"unknown chapter {chapter!r}; allowed: {', '.join(CHAPTERS)}")
+    atlas_ref = f"{{doc}}`related-work atlas <{atlas_doc}>`" if atlas_doc else "related-work atlas"
+    header = "% generated by fmbook.atlas.write_related_includes from the atlas results; do not edit by hand\n"
+    if not rows:
+        return header + (f"*The {atlas_ref} has not been run for this build, so there is no list of related "
+                         "papers yet (run `python -m fmbook run atlas`).*\n")
+    how = f"cosine similarity of {encoder} embeddings of title and abstract" if encoder else "cosine similarity"
+    lines = [header, f"The {min(n, len(rows))} papers of the {atlas_ref} closest to this chapter's paper "
+             f"({how}{f', profile {profile}' if profile else ''}):", ""]
+    for row in list(rows)[:n]:
+        title = md_escape(str(row["title"]))
+        arxiv = row.get("arxiv_id")
+        item = f"*{title}*"
+        if arxiv:
+            item += f" ([arXiv:{arxiv}](https://arxiv.org/abs/{arxiv}))"
+        other = row.get("is_chapter_paper")
+        if other and chapter_docs and other in chapter_docs:
+            item += f", reproduced in {{doc}}`{md_escape(CHAPTER_LABELS.get(other, other))} <{chapter_docs[other]}>`"
+        elif other:
+            item += f", reproduced in this book ({md_escape(CHAPTER_LABELS.get(other, other))})"
+        item += f" — similarity {float(row['similarity']):.2f}"
+        lines.append(f"{row['rank']}. {item}")
+    return "\n".join(lines) + "\n"
+
+
+def write_related_includes(related: dict[str, Sequence[dict[str, Any]]] | None, folder: str | Path,
+                           n: int = 5, atlas_doc: str | None = None,
+                           chapter_docs: dict[str, str] | None = None, encoder: str | None = None,
+                           profile: str | None = None) -> list[Path]:
+    """Write ``<folder>/<chapter>.md`` for all seven chapters (a placeholder where no data).
+
+    A landing page includes its file with ``{include}``; see ``book/chapters/atlas.md``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for chapter in CHAPTERS:
+        rows = (related or {}).get(chapter)
+        path = folder / f"{chapter}.md"
+        path.write_text(related_markdown(chapter, rows, n, atlas_doc, chapter_docs, encoder, profile),
+                        encoding="utf-8")
+        written.append(path)
+    return written
+
+
+RESULT_NOTEBOOK = "02_map"  # the atlas notebook whose results file carries ``related_work``
+
+
+def related_from_results(profile: str, root: str | Path | None = None) -> dict[str, Any] | None:
+    """``related_work`` (and the encoder) from ``results/atlas/<profile>/02_map.json``; None if absent."""
+    from .results import result_path
+
+    path = result_path("atlas", profile, RESULT_NOTEBOOK, Path(root) if root else None)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    related = (record.get("metrics") or {}).get("related_work")
+    if not related:
+        return None
+    return {"related": related, "encoder": (record.get("parameters") or {}).get("encoder"),
+            "profile": record.get("profile", profile)}

@@ -100,12 +100,17 @@ class PromptTemplate:
     """How an Instruction Induction prompt is laid out (APE-style "Instruction / Input / Answer").
 
     The stimulus is appended after the original prompt, i.e. after the instruction (Sec. 2.1).
+    A model without a chat template gets one text (demonstrations inline); a chat model gets the
+    instruction and the first input as a user turn and each demonstration as a user/assistant
+    exchange (``system`` first, when set: the same for every condition).
     """
 
     instruction: str = "Instruction: {instruction}"
     demo: str = "Input: {input}\nAnswer: {answer}"
     query: str = "Input: {input}\nAnswer:"
     sep: str = "\n\n"
+    chat_input: str = "Input: {input}"
+    system: str | None = "Reply with the answer only."
 
 
 def attach(instruction: str, condition: str) -> str:
@@ -114,22 +119,47 @@ def attach(instruction: str, condition: str) -> str:
     return f"{instruction} {text}" if text else instruction
 
 
+def _head(task: ii.Task, condition: str, stimulus_override: str | None) -> str:
+    if stimulus_override is not None:
+        return f"{task.instruction} {stimulus_override}".rstrip()
+    return attach(task.instruction, condition)
+
+
 def build_prompt(task: ii.Task | str, example: ii.Example, condition: str = BASELINE,
                  demos: Sequence[ii.Example] = (), template: PromptTemplate = PromptTemplate(),
                  stimulus_override: str | None = None) -> str:
-    """The prompt for one example: instruction (+ stimulus), optional demonstrations, the query.
+    """The plain-text prompt for one example: instruction (+ stimulus), demonstrations, the query.
 
     ``stimulus_override`` replaces the stimulus text (used by the leave-one-word-out analysis).
     """
     task = ii.get_task(task) if isinstance(task, str) else task
-    if stimulus_override is not None:
-        head = f"{task.instruction} {stimulus_override}".rstrip()
-    else:
-        head = attach(task.instruction, condition)
-    parts = [template.instruction.format(instruction=head)]
+    parts = [template.instruction.format(instruction=_head(task, condition, stimulus_override))]
     parts += [template.demo.format(input=d.input, answer=d.answer) for d in demos]
     parts.append(template.query.format(input=example.input))
     return template.sep.join(parts)
+
+
+def build_messages(task: ii.Task | str, example: ii.Example, condition: str = BASELINE,
+                   demos: Sequence[ii.Example] = (), template: PromptTemplate = PromptTemplate(),
+                   stimulus_override: str | None = None) -> list[dict]:
+    """The same prompt as chat messages (demonstrations as user/assistant turns)."""
+    task = ii.get_task(task) if isinstance(task, str) else task
+    head = template.instruction.format(instruction=_head(task, condition, stimulus_override))
+    inputs = [d.input for d in demos] + [example.input]
+    messages = [{"role": "system", "content": template.system}] if template.system else []
+    for i, x in enumerate(inputs):
+        text = template.chat_input.format(input=x)
+        messages.append({"role": "user", "content": f"{head}{template.sep}{text}" if i == 0 else text})
+        if i < len(demos):
+            messages.append({"role": "assistant", "content": demos[i].answer})
+    return messages
+
+
+def prompt_for(lm: CausalLM, task, example, condition: str = BASELINE, demos=(),
+               template: PromptTemplate = PromptTemplate(), stimulus_override: str | None = None):
+    """Messages for a chat model, text otherwise."""
+    build = build_messages if lm.has_chat_template else build_prompt
+    return build(task, example, condition, demos, template, stimulus_override)
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,8 +213,12 @@ def items_for(task: str, seed: int, n_samples: int, n_demos: int) -> tuple[list[
     return tests, demos
 
 
-def build_grid(cfg: EvalConfig) -> pd.DataFrame:
-    """Every prompt of the grid with its task, example, condition, mode, seed and item id."""
+def build_grid(cfg: EvalConfig, chat: bool = False,
+               template: PromptTemplate = PromptTemplate()) -> pd.DataFrame:
+    """Every prompt of the grid with its task, example, condition, mode, seed and item id.
+
+    ``chat``: prompts as chat messages (:func:`build_messages`) instead of text."""
+    build = build_messages if chat else build_prompt
     rows = []
     for mode in cfg.modes:
         for task in cfg.tasks:
@@ -194,16 +228,17 @@ def build_grid(cfg: EvalConfig) -> pd.DataFrame:
                     for cond in cfg.conditions:
                         if cond == "CoT" and mode == "few-shot" and not cfg.cot_in_few_shot:
                             continue
-                        prompt = build_prompt(task, ex, cond, demos if mode == "few-shot" else ())
+                        prompt = build(task, ex, cond, demos if mode == "few-shot" else (), template)
                         rows.append({"mode": mode, "task": task, "seed": seed, "item": f"{task}/{seed}/{j}",
                                      "condition": cond, "input": ex.input, "answer": ex.answer,
                                      "prompt": prompt, "_example": ex})
     return pd.DataFrame(rows)
 
 
-def evaluate(lm: CausalLM, cfg: EvalConfig, progress: bool = False) -> pd.DataFrame:
+def evaluate(lm: CausalLM, cfg: EvalConfig, progress: bool = False,
+             template: PromptTemplate = PromptTemplate()) -> pd.DataFrame:
     """Greedy answers of ``lm`` on the whole grid (batched and cached) and their correctness."""
-    grid = build_grid(cfg)
+    grid = build_grid(cfg, chat=lm.has_chat_template, template=template)
     decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens)
     grid["output"] = lm.generate(list(grid["prompt"]), decode, batch_size=cfg.batch_size, progress=progress)
     grid["correct"] = [ii.get_task(t).check(ex, o) for t, ex, o in zip(grid["task"], grid["_example"], grid["output"])]
@@ -360,15 +395,15 @@ def word_attribution(lm: CausalLM, cfg: AttributionConfig) -> pd.DataFrame:
         tests, _ = items_for(task, cfg.seed, cfg.n_samples, 0)
         for j, ex in enumerate(tests):
             cont = _continuation(lm, ex.answer)
-            base = build_prompt(task, ex, BASELINE)
+            base = prompt_for(lm, task, ex, BASELINE)
             prompts.append(base), conts.append(cont), meta.append((task, j, None, -2, "<no stimulus>"))
             for sid in cfg.stimuli:
                 words = STIMULI[sid].text.split()
-                prompts.append(build_prompt(task, ex, sid)), conts.append(cont)
+                prompts.append(prompt_for(lm, task, ex, sid)), conts.append(cont)
                 meta.append((task, j, sid, -1, "<full>"))
                 for w in range(len(words)):
                     text = " ".join(words[:w] + words[w + 1:])
-                    prompts.append(build_prompt(task, ex, stimulus_override=text)), conts.append(cont)
+                    prompts.append(prompt_for(lm, task, ex, stimulus_override=text)), conts.append(cont)
                     meta.append((task, j, sid, w, words[w]))
     scores = lm.score(prompts, conts, batch_size=cfg.batch_size)
     df = pd.DataFrame(meta, columns=["task", "item", "stimulus", "position", "word"])

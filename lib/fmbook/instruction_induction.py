@@ -72,12 +72,15 @@ class Task:
 # ------------------------------------------------------------------------------------------
 
 _LABEL = re.compile(r"^(the\s+)?(answer|output|result)\s*(is)?\s*[:=]?\s*", re.I)
+_CONFIDENCE = re.compile(r"\s*[(\[,;\-–|]?\s*(with\s+)?(a\s+)?confidence(\s+score)?\b.*$", re.I)
 
 
 def normalize(text: str) -> str:
-    """Lower case; drop a leading answer label, quotes, brackets and trailing punctuation."""
+    """Lower case; keep the first line; drop a leading answer label, a trailing confidence
+    statement (EP01/EP06 ask for one), quotes, brackets and trailing punctuation."""
     t = text.strip().splitlines()[0] if text.strip() else ""
     t = _LABEL.sub("", t.strip())
+    t = _CONFIDENCE.sub("", t)
     t = t.strip().strip("\"'`*“”‘’[]()").strip()
     t = re.sub(r"[.!?;:,]+$", "", t).strip().strip("\"'`*“”‘’").strip()
     return re.sub(r"\s+", " ", t).lower()

@@ -332,8 +332,15 @@ class CausalLM:
         return sorted(ids)
 
     # -- prompts ----------------------------------------------------------------------------
-    def render(self, prompt: str, chat: bool | None = None, system: str | None = None) -> str:
-        """The exact text fed to the model: the chat template around ``prompt`` when used."""
+    def render(self, prompt: str | list[dict], chat: bool | None = None, system: str | None = None) -> str:
+        """The exact text fed to the model: the chat template around ``prompt`` when used.
+
+        ``prompt`` is a text or a list of chat messages (``{"role", "content"}``; chat models only).
+        """
+        if not isinstance(prompt, str):
+            if not self.has_chat_template or chat is False:
+                raise LMError(f"chat messages given but model {self.name!r} is used without a chat template")
+            return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
         use_chat = self.has_chat_template if chat is None else chat
         if use_chat and not self.has_chat_template:
             raise LMError(f"chat=True but model {self.name!r} has no chat template")
@@ -348,7 +355,7 @@ class CausalLM:
         return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], config: DecodeConfig | None = None,
+    def generate(self, prompts: Sequence[str | list[dict]], config: DecodeConfig | None = None,
                  batch_size: int = 16, use_cache: bool = True, progress: bool = False) -> list[str]:
         """Greedy answers to ``prompts`` (first line, stripped), batched with left padding.
 
@@ -397,7 +404,7 @@ class CausalLM:
         return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
 
     # -- scoring ----------------------------------------------------------------------------
-    def score(self, prompts: Sequence[str], continuations: Sequence[str], chat: bool | None = None,
+    def score(self, prompts: Sequence[str | list[dict]], continuations: Sequence[str], chat: bool | None = None,
               system: str | None = None, batch_size: int = 16, use_cache: bool = True) -> list[float]:
         """Log-likelihood (natural log, summed over tokens) of each continuation after its prompt.
 

@@ -214,6 +214,7 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
     are summed in one order), and small models run faster than with threads that compete for cores.
     """
     previous, previous_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
     try:
@@ -221,7 +222,7 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
             torch.manual_seed(seed)
             yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
         torch.set_num_threads(previous_threads)
 
 
