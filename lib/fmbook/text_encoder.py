@@ -87,19 +87,31 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sentence_encoder(name_or_hub_id: str, device: str = "cpu") -> SentenceEncoder:
+def load_sentence_encoder(name_or_hub_id: str, device: str = "cpu",
+                          max_seq_length: int | None = None) -> SentenceEncoder:
     """Load a sentence encoder: an offline asset name, a hub id (``org/name``) or a local folder.
 
     An asset is fetched (checksummed) by :func:`fmbook.assets.require` and loaded from its folder
     with ``HF_HUB_OFFLINE=1``; a hub id goes to the hub (the ``full`` profile); a folder holding a
     saved sentence-transformers model is loaded as it is. Anything else is refused with the list of
-    known names; nothing falls back to another model.
+    known names; nothing falls back to another model. ``max_seq_length`` caps the word pieces read
+    per text (None keeps the model's own; a smaller value is faster and changes the vectors, so it
+    is part of the cache key).
     """
-    from sentence_transformers import SentenceTransformer
-
     if not isinstance(name_or_hub_id, str) or not name_or_hub_id:
         raise EncoderError(f"encoder must be a non-empty string, got {name_or_hub_id!r}")
-    if name_or_hub_id in assets.ASSETS:
+    if max_seq_length is not None:
+        if not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 8:
+            raise EncoderError(f"max_seq_length must be None or an int >= 8, got {max_seq_length!r}")
+    is_asset = name_or_hub_id in assets.ASSETS
+    is_folder = not is_asset and Path(name_or_hub_id).expanduser().is_dir()
+    if not (is_asset or is_folder or _HUB_ID.match(name_or_hub_id)):
+        raise EncoderError(f"unknown sentence encoder {name_or_hub_id!r}; known offline encoders: "
+                           f"{', '.join(known_encoders())}; or give a hub id such as "
+                           "'sentence-transformers/all-mpnet-base-v2', or a folder with a saved model")
+    from sentence_transformers import SentenceTransformer
+
+    if is_asset:
         asset = assets.get(name_or_hub_id)
         if asset.kind != "text-encoder":
             raise EncoderError(f"asset {name_or_hub_id!r} is a {asset.kind}, not a text encoder; "
@@ -108,20 +120,18 @@ def load_sentence_encoder(name_or_hub_id: str, device: str = "cpu") -> SentenceE
         with _offline():
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         kind, fingerprint = "asset", next(iter(asset.sha256.values()))
-    elif Path(name_or_hub_id).expanduser().is_dir():
+    elif is_folder:
         folder = Path(name_or_hub_id).expanduser().resolve()
         with _offline():
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         kind, fingerprint = "folder", _folder_fingerprint(folder)
-    elif _HUB_ID.match(name_or_hub_id):
+    else:  # a hub id (full profile): the one place that reaches the network
         model = SentenceTransformer(name_or_hub_id, device=device)
         card = getattr(model, "model_card_data", None)
         revision = getattr(card, "base_model_revision", None) or "unknown-revision"
         kind, fingerprint = "hub", f"{name_or_hub_id}@{revision}"
-    else:
-        raise EncoderError(f"unknown sentence encoder {name_or_hub_id!r}; known offline encoders: "
-                           f"{', '.join(known_encoders())}; or give a hub id such as "
-                           "'sentence-transformers/all-mpnet-base-v2', or a folder with a saved model")
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
     dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
         else model.get_sentence_embedding_dimension()
     return SentenceEncoder(model=model, model_id=name_or_hub_id if kind != "folder" else str(folder),
