@@ -19,6 +19,7 @@ def mini_book(tmp_path, monkeypatch):
         "format: jb-book\nroot: book/intro\nchapters:\n"
         "  - file: notebooks/demo/01_first\n  - file: notebooks/demo/02_second\n")
     (tmp_path / "book").mkdir()
+    (tmp_path / "_config.yml").write_text("title: mini\n")
     params = ('profile = "auto"  # smoke | local | full\nseed = 0  # random seed\n'
               'n = 10  # sample size\nscale = 1.5  # spread\nlabel = "x"  # a name\nfail = False  # raise on purpose\n')
     body = [

@@ -22,6 +22,12 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _with_unit(value: Any, unit: str) -> str:
+    """A number gets its unit; a statement (e.g. "qualitative") stands alone."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _fmt(value) + (f" {unit}" if unit and numeric else "")
+
+
 def _hardware(record: dict[str, Any]) -> str:
     hw = record.get("provenance", {}).get("hardware", {})
     text = hw.get("gpu") or f"CPU, {hw.get('cpu_count', '?')} cores"
@@ -40,14 +46,14 @@ def _records(root: Path | None, profiles: tuple[str, ...] | None) -> list[dict[s
 def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """One row per headline of every results file (of the given profiles)."""
     rows = []
-    for record in _records(root, profiles):
+    order = {p: i for i, p in enumerate(profiles or ())}
+    for record in sorted(_records(root, profiles), key=lambda r: order.get(r.get("profile"), 99)):
         for h in record.get("headlines", []):
             unit = h.get("unit") or ""
             holds = {True: "yes", False: "no", None: "see notes"}[h.get("holds")]
             rows.append({
                 "chapter": record["chapter"], "notebook": record["notebook"], "claim": h["claim"],
-                "paper": _fmt(h.get("paper")) + (f" {unit}" if h.get("paper") is not None and unit else ""),
-                "ours": _fmt(h.get("ours")) + (f" {unit}" if h.get("ours") is not None and unit else ""),
+                "paper": _with_unit(h.get("paper"), unit), "ours": _with_unit(h.get("ours"), unit),
                 "holds here": holds, "profile": record["profile"], "hardware": _hardware(record),
                 "date": (record.get("started_at") or "")[:10], "note": h.get("note", ""),
             })

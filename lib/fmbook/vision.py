@@ -258,7 +258,7 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
 
     Pass noisy labels as ``train_labels``; ``eval_set`` (clean labels) gives the clean accuracy per
     epoch. History per epoch: ``train_loss``, ``train_acc`` (against the labels trained on) and
-    ``eval_acc``. Cached under ``cache_dir()/encoders/<key>`` (see :func:`encoder_cache_key`).
+    ``eval_acc`` (None without ``eval_set``). Cached under ``cache_dir()/encoders/<key>`` (see :func:`encoder_cache_key`).
     """
     labels = train.labels if train_labels is None else np.asarray(train_labels, dtype=np.int64)
     if labels.shape != train.labels.shape:
@@ -283,7 +283,7 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
             eval_images = images_to_tensor(eval_set.images).to(device)
             eval_targets = torch.from_numpy(eval_set.labels).to(device)
         generator = torch.Generator().manual_seed(config.seed)
-        history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": []}
+        history: dict[str, list] = {"epoch": [], "train_loss": [], "train_acc": [], "eval_acc": []}
         for epoch in range(config.epochs):
             encoder.train()
             order = torch.randperm(len(train), generator=generator)
@@ -306,10 +306,10 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
             history["train_loss"].append(total_loss / len(train))
             history["train_acc"].append(total_correct / len(train))
             history["eval_acc"].append(_accuracy(encoder, classifier, eval_images, eval_targets)
-                                       if eval_set is not None else float("nan"))
+                                       if eval_set is not None else None)
             if verbose:
                 print(f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f} "
-                      f"train acc {history['train_acc'][-1]:.3f} eval acc {history['eval_acc'][-1]:.3f}")
+                      f"train acc {history['train_acc'][-1]:.3f} eval acc {history['eval_acc'][-1]}")
     encoder.eval()
     seconds = time.perf_counter() - start
     info = {"train": train.name, "train_fingerprint": train.fingerprint, "n_train": len(train),

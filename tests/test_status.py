@@ -1,0 +1,44 @@
+"""The Reproduction status page and the book staging, from results files (no notebook executed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmbook import book, status
+from fmbook.papers import PAPERS
+from fmbook.results import atomic_write_json
+
+
+def _record(chapter, notebook, profile, headlines, seconds=12.5):
+    return {"chapter": chapter, "notebook": notebook, "profile": profile, "headlines": headlines,
+            "started_at": "2026-11-24T08:00:00+00:00", "duration_s": seconds,
+            "runner": {"execution_s": seconds},
+            "provenance": {"hardware": {"cpu": "x", "cpu_count": 2, "gpu": None}, "git": {"commit": "abcdef1234567"}}}
+
+
+def test_status_page_puts_paper_beside_ours_and_lists_every_paper(tmp_path):
+    atomic_write_json(tmp_path / "nmtune/local/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "local", [
+        {"claim": "OOD hurts", "paper": "qualitative", "ours": -3.25, "unit": "points", "holds": True, "note": "small scale"}]))
+    gpu = _record("nmtune", "05_paper_vs_ours", "full", [{"claim": "OOD hurts", "paper": None, "ours": 1.0, "unit": "",
+                                                          "holds": None, "note": ""}])
+    gpu["provenance"]["hardware"]["gpu"] = "NVIDIA H100"
+    atomic_write_json(tmp_path / "nmtune/full/05_paper_vs_ours.json", gpu)
+    atomic_write_json(tmp_path / "nmtune/smoke/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "smoke", []))
+    page = status.render_markdown("local", root=tmp_path)
+    assert "| 05_paper_vs_ours | OOD hurts | qualitative | -3.25 points | yes | local | CPU, 2 cores |" in page
+    assert "NVIDIA H100" in page  # committed GPU results appear beside the local ones
+    assert "| nmtune | 05_paper_vs_ours | smoke" not in page  # other CPU profiles are not mixed in
+    for paper in PAPERS:
+        assert paper.title in page and f"{{cite}}`{paper.bibkey}`" in page
+    assert "Not reproduced yet" in page  # chapters without results say so
+    assert "abcdef1234" in page and "12.5" in page
+
+
+def test_staging_refuses_when_notebooks_were_not_executed(mini_book):
+    with pytest.raises(book.BookError, match=r"not executed at profile 'smoke': demo/01_first, demo/02_second"):
+        book.stage("smoke")
+
+
+def test_toc_files_walks_parts_chapters_and_sections():
+    toc = {"root": "book/intro", "parts": [{"chapters": [{"file": "a", "sections": [{"file": "b"}]}, {"file": "c"}]}]}
+    assert book.toc_files(toc) == ["book/intro", "a", "b", "c"]
