@@ -114,5 +114,5 @@ def test_start_outside_the_runner_applies_the_profile_and_keeps_edits(mini_book,
     assert namespace["scale"] == 9.0 and run.sources["scale"] == "override"  # the reader's edit is kept
     auto = {"profile": "auto", "seed": 0, "n": 10, "scale": 1.5, "label": "x", "fail": False}
     assert nb.start(auto, chapter="demo", notebook="01_first").profile == "local"  # no GPU here
-    path = run.finish()
-    assert path == mini_book / "results/demo/smoke/01_first.json" and run.finished
+    assert run.finish() is None  # nothing printed under the last cell
+    assert run.result_file == mini_book / "results/demo/smoke/01_first.json" and run.finished

@@ -133,3 +133,12 @@ def test_minilm_asset_loads_offline(monkeypatch, tmp_path):
                         "Emotional stimuli in prompts."], encoder).vectors
     sims = vectors @ vectors.T
     assert sims[0, 1] > sims[0, 2]  # a real encoder: the two federated texts are closer
+
+
+def test_refresh_recomputes_and_rewrites_the_cache(tiny_model_dir, tmp_cache):
+    encoder = te.load_sentence_encoder(str(tiny_model_dir))
+    texts = ["label noise", "clip adapters"]
+    te.embed(texts, encoder)
+    timed = te.embed(texts, encoder, refresh=True)
+    assert (timed.n_computed, timed.n_cached) == (2, 0) and timed.seconds > 0
+    assert te.embed(texts, encoder).n_cached == 2

@@ -138,11 +138,16 @@ class ParseResult:
                          "flagged (kept)": kinds.get("kept", 0)})
         return pd.DataFrame(rows)
 
-    def issues_frame(self):
+    def issues_frame(self, short: bool = False):
+        """Every issue; ``short`` shows file prefixes and clips texts (for display)."""
         import pandas as pd
 
-        return pd.DataFrame([asdict(i) for i in self.issues],
-                            columns=["source", "line", "kind", "action", "text", "detail"])
+        frame = pd.DataFrame([asdict(i) for i in self.issues],
+                             columns=["source", "line", "kind", "action", "text", "detail"])
+        if short:
+            frame["source"] = frame["source"].str.slice(0, 3)
+            frame["text"] = frame["text"].map(lambda t: _short(t, 48))
+        return frame
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -214,8 +219,7 @@ def _parse_arxiv(source: str, text: str) -> ParsedListing:
         if len(longs) > 1:
             abstract = " ".join(l for _, l in longs)
         issues.append(Issue(source, line, "missing-title", "kept", _short(abstract),
-                            f"arXiv:{arxiv}: the listing gives no title; taken from a duplicate "
-                            "in another listing if there is one"))
+                            f"arXiv:{arxiv}; no title here (one from a duplicate elsewhere is used)"))
         entries.append(Entry(source, line, None, abstract, arxiv, created,
                              "; ".join(comments) or None))
 
@@ -236,26 +240,24 @@ def _parse_title_abstract(source: str, text: str) -> ParsedListing:
     entries: list[Entry] = []
     issues: list[Issue] = []
     pending: tuple[int, str] | None = None  # a title waiting for its abstract
-    pending_repaired = False
     for number, raw in enumerate(text.splitlines(), start=1):
         line = " ".join(raw.split())
         if not line:
             continue
         if line.lower() in BOILERPLATE or _DATE_LINE.match(line):
             issues.append(Issue(source, number, "boilerplate", "skipped", line,
-                                "page furniture of the site the listing was copied from"))
+                                "web-page furniture"))
             continue
-        repaired = False
         for prefix in GLUED_PREFIXES:
             rest = line[len(prefix):]
             if line.startswith(prefix) and rest[:1].isupper() and len(line) < MIN_ABSTRACT_CHARS:
                 issues.append(Issue(source, number, "glued-boilerplate", "repaired", _short(line),
                                     f"removed {prefix!r} stuck to the start of the title"))
-                line, repaired = rest, True
+                line = rest
         if len(line) >= MIN_ABSTRACT_CHARS:
             if pending is None:
                 issues.append(Issue(source, number, "abstract-without-title", "kept", _short(line),
-                                    "an abstract line with no title line before it"))
+                                    "abstract with no title line before it"))
                 entries.append(Entry(source, number, None, line))
             else:
                 entries.append(Entry(source, pending[0], pending[1], line))
@@ -263,13 +265,12 @@ def _parse_title_abstract(source: str, text: str) -> ParsedListing:
             continue
         if pending is not None:
             issues.append(Issue(source, pending[0], "no-abstract", "skipped", _short(pending[1]),
-                                "a short line not followed by an abstract (a heading, or a "
-                                "title whose abstract is missing)"))
-        pending, pending_repaired = (number, line), repaired
+                                "short line with no abstract after it (a heading, or a title "
+                                "missing its abstract)"))
+        pending = (number, line)
     if pending is not None:
         issues.append(Issue(source, pending[0], "no-abstract", "skipped", _short(pending[1]),
                             "last line of the file is not followed by an abstract"))
-    del pending_repaired
     return ParsedListing(source, "title-abstract", entries, issues)
 
 
@@ -288,7 +289,7 @@ def parse_listing(path: str | Path, fmt: str | None = None) -> ParsedListing:
         raise AtlasError(f"unknown listing format {fmt!r}; allowed: {', '.join(FORMATS)}")
     listing = _PARSERS[fmt](path.name, text)
     flagged = [Issue(path.name, e.line, "possibly-truncated", "kept", _short(e.abstract[-90:]),
-                     "the abstract does not end a sentence")
+                     "abstract does not end a sentence")
                for e in listing.entries if not _looks_complete(e.abstract)]
     listing.issues.extend(flagged)
     listing.issues.sort(key=lambda i: i.line)
@@ -385,7 +386,7 @@ def deduplicate(entries: Sequence[Entry], fuzzy_jaccard: float | None = FUZZY_JA
     first :data:`ABSTRACT_KEY_CHARS` characters of the abstract, or (``fuzzy_jaccard``, None to
     turn off) at least that Jaccard overlap of 5-word shingles of their abstracts: a retitled
     version of a paper keeps most of its sentences, while two different papers of these listings
-    share under 4 % (measured in ``notebooks/atlas/01_parse``). The merged paper takes its title
+    share under 4 % (measured in ``notebooks/atlas/01_listings``). The merged paper takes its title
     from the first listing (in file order) that gives one, the longest abstract, and any arXiv id;
     papers keep the order of their first appearance.
     """
@@ -837,6 +838,62 @@ def build_atlas(papers: Sequence[Paper], vectors: np.ndarray, config: AtlasConfi
                        names, xy, sim, neighbours, config)
 
 
+def near_duplicates(papers: Sequence[Paper], sim: np.ndarray, threshold: float = 0.95):
+    """Pairs of *different* papers whose embeddings are at least ``threshold`` similar (a check on
+    the de-duplication: reported, never merged)."""
+    import pandas as pd
+
+    iu = np.triu_indices(len(papers), k=1)
+    hits = np.where(np.asarray(sim)[iu] >= threshold)[0]
+    rows = [{"similarity": round(float(sim[iu[0][h], iu[1][h]]), 4), "paper A": papers[iu[0][h]].title,
+             "paper B": papers[iu[1][h]].title} for h in hits]
+    return pd.DataFrame(rows, columns=["similarity", "paper A", "paper B"]).sort_values(
+        "similarity", ascending=False, ignore_index=True)
+
+
+def plot_k_sweep(sweep, k: int, ax=None):
+    """Silhouette against the number of clusters, the chosen k marked."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.2))
+    ax.plot(sweep["k"], sweep["silhouette"], marker="o")
+    best = sweep.loc[sweep["k"] == k, "silhouette"].iloc[0]
+    ax.scatter([k], [best], s=120, facecolors="none", edgecolors="C3", linewidths=2, zorder=3,
+               label=f"chosen k = {k}")
+    ax.set_xlabel("number of clusters k")
+    ax.set_ylabel("silhouette (cosine)")
+    ax.set_xticks(list(sweep["k"]))
+    ax.legend(loc="best")
+    return ax.figure
+
+
+def plot_map(result: "AtlasResult", ax=None, label_chapters: bool = True):
+    """The 2-D map as a static figure: papers coloured by cluster, the seven chapter papers labelled."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 5.6))
+    xy, labels = result.xy, result.labels
+    for c in sorted(result.names):
+        m = labels == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=14, color=PALETTE[c % len(PALETTE)], alpha=0.8,
+                   label=f"{result.names[c]} ({int(m.sum())})", linewidths=0)
+    for i, p in enumerate(result.papers):
+        if p.chapter:
+            ax.scatter(xy[i, 0], xy[i, 1], s=90, color=PALETTE[int(labels[i]) % len(PALETTE)],
+                       edgecolors="black", linewidths=1.5, zorder=3)
+            if label_chapters:
+                ax.annotate(CHAPTER_LABELS.get(p.chapter, p.chapter), (xy[i, 0], xy[i, 1]),
+                            xytext=(6, 6), textcoords="offset points", fontsize=8, weight="bold")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{result.config.projection} 1")
+    ax.set_ylabel(f"{result.config.projection} 2")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="cluster")
+    return ax.figure
+
+
 # --------------------------------------------------------------------------------------------------
 # The interactive map and table (static HTML + a small inline script; no network)
 # --------------------------------------------------------------------------------------------------
@@ -859,7 +916,39 @@ def _json_for_script(data: Any) -> str:
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neighbours: int | None = None,
+def _chapter_labels(papers: Sequence[Paper], xs: np.ndarray, ys: np.ndarray, width: int,
+                    height: int) -> list[str]:
+    """SVG labels of the chapter papers, each placed where it overlaps no label placed before."""
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for i, p in enumerate(papers):
+        if not p.chapter:
+            continue
+        text = CHAPTER_LABELS.get(p.chapter, p.chapter)
+        w, h = 6.6 * len(text) + 4, 14.0
+        best = None
+        for dx, dy in ((9, -8), (9, 16), (-9, -8), (-9, 16), (9, -22), (-9, -22), (9, 30), (-9, 30)):
+            x0 = xs[i] + dx if dx > 0 else xs[i] + dx - w
+            y0 = ys[i] + dy - h + 3
+            box = (x0, y0, x0 + w, y0 + h)
+            inside = box[0] >= 0 and box[2] <= width and box[1] >= 0 and box[3] <= height
+            clash = any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in placed)
+            if inside and not clash:
+                best = (dx, dy, box)
+                break
+            if best is None and inside:
+                best = (dx, dy, box)
+        if best is None:
+            best = (9, -8, (xs[i] + 9, ys[i] - 19, xs[i] + 9 + w, ys[i] - 5))
+        dx, dy, box = best
+        placed.append(box)
+        anchor = "start" if dx > 0 else "end"
+        out.append(f'<text class="atl-lab" x="{xs[i] + dx:.1f}" y="{ys[i] + dy:.1f}" '
+                   f'text-anchor="{anchor}">{html.escape(text)}</text>')
+    return out
+
+
+def atlas_html(result: AtlasResult, width: int = 760, height: int = 560, n_neighbours: int | None = None,
                element_id: str | None = None, include_script: bool = True) -> str:
     """The interactive atlas as one HTML fragment (for ``IPython.display.HTML``).
 
@@ -877,7 +966,7 @@ def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neigh
     xs = pad + result.xy[:, 0] * (width - 2 * pad)
     ys = pad + (1.0 - result.xy[:, 1]) * (height - 2 * pad)
     colours = {c: PALETTE[c % len(PALETTE)] for c in result.names}
-    uid = element_id or "fa-" + hashlib.sha1(
+    uid = element_id or "atl-" + hashlib.sha1(
         json.dumps([p.paper_id for p in papers] + result.labels.tolist()).encode()).hexdigest()[:10]
     data = {
         "papers": [{"t": p.title, "a": p.abstract, "c": int(lab), "x": round(float(x), 1),
@@ -888,24 +977,20 @@ def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neigh
         "chapters": {p.chapter: i for i, p in enumerate(papers) if p.chapter},
     }
     esc = html.escape
-    circles, labels_svg = [], []
+    circles = []
     order = sorted(range(len(papers)), key=lambda i: papers[i].chapter is not None)  # chapter papers on top
     for i in order:
         p = papers[i]
-        cls = "fa-pt fa-ch" if p.chapter else "fa-pt"
+        cls = "atl-pt atl-ch" if p.chapter else "atl-pt"
         r = 7 if p.chapter else 4.2
         tab = ' tabindex="0"' if p.chapter else ""
         circles.append(f'<circle class="{cls}" data-i="{i}" cx="{xs[i]:.1f}" cy="{ys[i]:.1f}" r="{r}" '
                        f'fill="{colours[int(labels[i])]}"{tab}><title>{esc(p.title)}</title></circle>')
-        if p.chapter:
-            anchor = "end" if xs[i] > width * 0.75 else "start"
-            dx = -9 if anchor == "end" else 9
-            labels_svg.append(f'<text class="fa-lab" x="{xs[i] + dx:.1f}" y="{ys[i] - 8:.1f}" '
-                              f'text-anchor="{anchor}">{esc(CHAPTER_LABELS.get(p.chapter, p.chapter))}</text>')
+    labels_svg = _chapter_labels(papers, xs, ys, width, height)
     sizes = Counter(labels.tolist())
     legend = "".join(f'<li data-c="{c}" title="show only this cluster (click again for all)">'
-                     f'<span class="fa-swatch" style="background:{colours[c]}"></span>'
-                     f'<span>{esc(result.names[c])} <span class="fa-note">({sizes[c]})</span></span></li>'
+                     f'<span class="atl-swatch" style="background:{colours[c]}"></span>'
+                     f'<span>{esc(result.names[c])} <span class="atl-note">({sizes[c]})</span></span></li>'
                      for c in sorted(result.names))
     options = "".join(f'<option value="{c}">{esc(CHAPTER_LABELS.get(c, c))} ({c})</option>'
                       for c in CHAPTERS if c in data["chapters"])
@@ -915,7 +1000,7 @@ def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neigh
                 f'{esc(p.arxiv_id)}</a>') if p.arxiv_id else ""
         chapter = esc(CHAPTER_LABELS.get(p.chapter, "")) if p.chapter else ""
         rows.append(f'<tr data-i="{i}"><td data-v="{i}">{i + 1}</td><td>{esc(p.title)}</td>'
-                    f'<td data-v="{int(lab):03d}"><span class="fa-swatch" style="background:{colours[int(lab)]}"></span> '
+                    f'<td data-v="{int(lab):03d}"><span class="atl-swatch" style="background:{colours[int(lab)]}"></span> '
                     f'{esc(result.names[int(lab)])}</td><td>{chapter}</td>'
                     f'<td>{esc(", ".join(s.split("_")[0] for s in p.sources))}</td><td>{link}</td></tr>')
     cfg = result.config
@@ -925,30 +1010,30 @@ def atlas_html(result: AtlasResult, width: int = 720, height: int = 540, n_neigh
     parts = [
         f'<div class="fmbook-atlas" id="{uid}">',
         f"<style>{_asset_text('atlas.css')}</style>",
-        '<div class="fa-controls">',
-        '<input type="search" class="fa-search" placeholder="Search words in titles and abstracts…" '
+        '<div class="atl-controls">',
+        '<input type="search" class="atl-search" placeholder="Search words in titles and abstracts…" '
         'aria-label="Search words in titles and abstracts">',
-        f'<select class="fa-chapter" aria-label="Highlight a chapter paper and its neighbours">'
+        f'<select class="atl-chapter" aria-label="Highlight a chapter paper and its neighbours">'
         f'<option value="">Highlight a chapter’s neighbours…</option>{options}</select>',
-        '<button type="button" class="fa-reset">Reset</button>',
-        f'<span class="fa-count" aria-live="polite">{len(papers)} papers</span>',
+        '<button type="button" class="atl-reset">Reset</button>',
+        f'<span class="atl-count" aria-live="polite">{len(papers)} papers</span>',
         "</div>",
-        '<div class="fa-body">',
-        f'<svg class="fa-map" viewBox="0 0 {width} {height}" role="img" aria-label="Map of {len(papers)} papers">',
-        '<g class="fa-edges"></g><g class="fa-points">', *circles, "</g>",
-        '<g class="fa-labels">', *labels_svg, "</g></svg>",
-        '<div class="fa-side"><ul class="fa-legend">', legend, "</ul>",
-        '<div class="fa-info"><p class="fa-note">Hover a point for its title. The search, the chapter '
+        '<div class="atl-body">',
+        f'<svg class="atl-map" viewBox="0 0 {width} {height}" role="img" aria-label="Map of {len(papers)} papers">',
+        '<g class="atl-edges"></g><g class="atl-points">', *circles, "</g>",
+        '<g class="atl-labels">', *labels_svg, "</g></svg>",
+        '<div class="atl-side"><ul class="atl-legend">', legend, "</ul>",
+        '<div class="atl-info"><p class="atl-note">Hover a point for its title. The search, the chapter '
         "picker and click-to-highlight need JavaScript; the table below works without it.</p></div></div>",
         "</div>",
-        f'<p class="fa-note">{caption}</p>',
-        '<div class="fa-tooltip" hidden></div>',
-        f'<details class="fa-tablewrap" open><summary>All {len(papers)} papers (click a column to sort, '
+        f'<p class="atl-note">{caption}</p>',
+        '<div class="atl-tooltip" hidden></div>',
+        f'<details class="atl-tablewrap" open><summary>All {len(papers)} papers (click a column to sort, '
         "a row to show the paper on the map)</summary>",
-        '<div class="fa-scroll"><table class="fa-table"><thead><tr>'
+        '<div class="atl-scroll"><table class="atl-table"><thead><tr>'
         '<th data-type="num">#</th><th>Title</th><th>Cluster</th><th>Chapter</th><th>Listings</th>'
         "<th>arXiv</th></tr></thead><tbody>", *rows, "</tbody></table></div></details>",
-        f'<script type="application/json" class="fa-data">{_json_for_script(data)}</script>',
+        f'<script type="application/json" class="atl-data">{_json_for_script(data)}</script>',
     ]
     if include_script:
         parts.append(f"<script>{_asset_text('atlas.js')}</script>")
@@ -1011,14 +1096,11 @@ def related_markdown(chapter: str, rows: Sequence[dict[str, Any]] | None, n: int
     return "\n".join(lines) + "\n"
 
 
-def write_related_includes(related: dict[str, Sequence[dict[str, Any]]] | None, folder: str | Path,
+def write_related_markdown(related: dict[str, Sequence[dict[str, Any]]] | None, folder: str | Path,
                            n: int = 5, atlas_doc: str | None = None,
                            chapter_docs: dict[str, str] | None = None, encoder: str | None = None,
                            profile: str | None = None) -> list[Path]:
-    """Write ``<folder>/<chapter>.md`` for all seven chapters (a placeholder where no data).
-
-    A landing page includes its file with ``{include}``; see ``book/chapters/atlas.md``.
-    """
+    """Write ``<folder>/<chapter>.md`` for all seven chapters (a placeholder where no data)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -1032,6 +1114,8 @@ def write_related_includes(related: dict[str, Sequence[dict[str, Any]]] | None, 
 
 
 RESULT_NOTEBOOK = "02_map"  # the atlas notebook whose results file carries ``related_work``
+RELATED_FOLDER = "chapters/_related"  # inside the staged ``book/`` folder
+ATLAS_DOCS = ("notebooks/atlas/02_map", "book/chapters/atlas")  # link targets, first one in the toc wins
 
 
 def related_from_results(profile: str, root: str | Path | None = None) -> dict[str, Any] | None:
@@ -1047,3 +1131,41 @@ def related_from_results(profile: str, root: str | Path | None = None) -> dict[s
         return None
     return {"related": related, "encoder": (record.get("parameters") or {}).get("encoder"),
             "profile": record.get("profile", profile)}
+
+
+def write_related_includes(book_dir: str | Path, profile: str, n: int = 5,
+                           results_root: str | Path | None = None) -> list[Path]:
+    """The book-staging hook: write ``<book_dir>/chapters/_related/<chapter>.md`` for the 7 chapters.
+
+    ``book_dir`` is the staged ``book/`` folder (its parent holds ``_toc.yml``); the lists come from
+    the atlas results of ``profile`` (a placeholder sentence when the atlas was not run). The atlas
+    page and the chapters' landing pages are linked only when the staged table of contents has
+    them, so ``jupyter-book build -W -n`` has nothing to complain about. A landing page shows its
+    list with::
+
+        ```{include} _related/fedclip.md
+        ```
+    """
+    import yaml
+
+    book_dir = Path(book_dir)
+    toc_path = book_dir.parent / "_toc.yml"
+    in_toc: set[str] = set()
+    if toc_path.is_file():
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key in ("file", "root") and isinstance(value, str):
+                        in_toc.add(value.removesuffix(".md").removesuffix(".ipynb"))
+                    walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(yaml.safe_load(toc_path.read_text()) or {})
+    atlas_doc = next((f"/{d}" for d in ATLAS_DOCS if d in in_toc), None)
+    chapter_docs = {c: f"/book/chapters/{c}" for c in CHAPTERS if f"book/chapters/{c}" in in_toc}
+    found = related_from_results(profile, results_root)
+    return write_related_markdown(found["related"] if found else None, book_dir / RELATED_FOLDER, n,
+                                  atlas_doc, chapter_docs, found["encoder"] if found else None,
+                                  found["profile"] if found else None)

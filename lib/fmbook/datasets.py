@@ -18,6 +18,7 @@ a hub id (``owner/name``, e.g. ``uoft-cs/cifar10``)
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import re
@@ -106,7 +107,17 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def load_fashion_mnist(split: str = "train") -> ImageSet:
-    """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000) images, 28x28 grey, 10 classes."""
+    """Fashion-MNIST ``train`` (60,000) or ``test`` (10,000) images, 28x28 grey, 10 classes.
+
+    Decoded once into the cache as ``.npz``; kept in memory for the process (treat as read-only).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return _load_fashion_mnist(split)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_fashion_mnist(split: str) -> ImageSet:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folder = assets.require("fashion-mnist")
@@ -131,6 +142,7 @@ def load_fashion_mnist(split: str = "train") -> ImageSet:
 
 # --------------------------------------------------------------------------- digits
 
+@functools.lru_cache(maxsize=1)
 def load_digits_28() -> ImageSet:
     """scikit-learn's 1,797 digits as 28x28 uint8 images, centred like MNIST.
 

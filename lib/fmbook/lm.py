@@ -268,6 +268,7 @@ class Throughput:
     seconds: float
     new_tokens: int
     setting: str = ""
+    cpu_seconds: float = float("nan")
 
     @property
     def prompts_per_s(self) -> float:
@@ -288,6 +289,7 @@ class CausalLM:
     quantize: str | None = None
     load_seconds: float = 0.0
     n_params: int = 0
+    prefix_cache: bool = True
     cache: OutputCache | None = field(default=None, repr=False)
     stats: dict = field(default_factory=lambda: {"generated": 0, "cached": 0, "scored": 0,
                                                  "seconds": 0.0})
@@ -300,6 +302,7 @@ class CausalLM:
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         self._eos = self._eos_ids()
+        self._prefix_memo: tuple = ((), None)
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -356,31 +359,45 @@ class CausalLM:
 
     # -- generation -------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str | list[dict]], config: DecodeConfig | None = None,
-                 batch_size: int = 16, use_cache: bool = True, progress: bool = False) -> list[str]:
-        """Greedy answers to ``prompts`` (first line, stripped), batched with left padding.
+                 batch_size: int = 16, use_cache: bool = True, progress: bool = False,
+                 prefix_cache: bool | None = None) -> list[str]:
+        """Greedy answers to ``prompts`` (first line, stripped), batched.
 
-        Prompts are sorted by length so that a batch carries little padding; a row stops at an
-        end-of-sequence token or (``stop_at_newline``) at the end of its first line; outputs are
-        read from and written to the output cache.
+        A row stops at an end-of-sequence token or (``stop_at_newline``) at the end of its first
+        line; outputs are read from and written to the output cache. With ``prefix_cache`` (default:
+        the model's :attr:`prefix_cache`) prompts are sorted so that a batch shares a long common
+        prefix (instruction, stimulus, demonstrations), whose keys and values are computed once and
+        reused by every row (:meth:`_generate_batch_prefix`); otherwise prompts are sorted by length
+        and go through ``model.generate`` with left padding.
         """
         config = config or DecodeConfig()
         if batch_size < 1:
             raise LMError(f"batch_size must be >= 1, got {batch_size}")
         rendered = [self.render(p, config.chat, config.system) for p in prompts]
         settings = {**asdict(config), "chat": self.has_chat_template if config.chat is None else config.chat}
+        prefix_cache = self.prefix_cache if prefix_cache is None else prefix_cache
         keys = [OutputCache.key(self.cache_id, "generate", r, settings) for r in rendered]
         found = self.cache.get_many(keys) if (self.cache and use_cache) else {}
-        todo = sorted({k: r for k, r in zip(keys, rendered) if k not in found}.items(),
-                      key=lambda kr: len(self.tokenizer(kr[1])["input_ids"]))
+        pending = {k: r for k, r in zip(keys, rendered) if k not in found}.items()
+        if prefix_cache:
+            todo = sorted(pending, key=lambda kr: kr[1])  # shared prefixes end up side by side
+        else:
+            todo = sorted(pending, key=lambda kr: len(self.tokenizer(kr[1])["input_ids"]))
         self.stats["cached"] += len(prompts) - len(todo)
         new: dict[str, str] = {}
         start = time.perf_counter()
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i:i + batch_size]
-            outs = self._generate_batch([r for _, r in chunk], config)
+        batches = (_prefix_batches([r for _, r in todo], batch_size) if prefix_cache
+                   else [range(i, min(i + batch_size, len(todo))) for i in range(0, len(todo), batch_size)])
+        done_rows = 0
+        for rows in batches:
+            chunk = [todo[j] for j in rows]
+            done_rows += len(chunk)
+            texts = [r for _, r in chunk]
+            outs = (self._generate_batch_prefix(texts, config) if prefix_cache
+                    else self._generate_batch(texts, config))
             new.update({k: o for (k, _), o in zip(chunk, outs)})
             if progress:
-                print(f"\r  generated {min(i + batch_size, len(todo))}/{len(todo)}", end="", flush=True)
+                print(f"\r  generated {done_rows}/{len(todo)}", end="", flush=True)
         if progress and todo:
             print(flush=True)
         self.stats["seconds"] += time.perf_counter() - start
@@ -401,6 +418,96 @@ class CausalLM:
                                       eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id,
                                       stopping_criteria=stops, top_p=None, top_k=None, temperature=None)
         texts_out = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
+
+    def _forward(self, **kwargs):
+        if "logits_to_keep" in self._forward_params():
+            kwargs["logits_to_keep"] = 1
+        return self.model(**kwargs)
+
+    def _forward_params(self) -> set:
+        if not hasattr(self, "_fparams"):
+            import inspect
+
+            self._fparams = set(inspect.signature(self.model.forward).parameters)
+        return self._fparams
+
+    def _prefix_kv(self, prefix: list[int]):
+        """Keys/values of ``prefix`` (batch 1), memoised for consecutive batches."""
+        from transformers import DynamicCache
+
+        if self._prefix_memo[0] == tuple(prefix):
+            return self._prefix_memo[1]
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([prefix], device=self.device)
+        with torch.inference_mode():
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                       use_cache=True, logits_to_keep=1) if "logits_to_keep" in self._forward_params() \
+                else self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        self._prefix_memo = (tuple(prefix), cache)
+        return cache
+
+    def _generate_batch_prefix(self, texts: list[str], config: DecodeConfig) -> list[str]:
+        """Greedy decoding of a batch whose rows share a token prefix, computed once.
+
+        Layout per row: ``prefix | pads | suffix``; pads are masked out and the suffix's position
+        ids continue the prefix's, so each row sees exactly its own unpadded prompt.
+        """
+        import copy
+
+        tok = self.tokenizer
+        add_special = not any(t.startswith(tok.bos_token or "\0") for t in texts)
+        rows = [tok(t, add_special_tokens=add_special)["input_ids"] for t in texts]
+        p = 0
+        shortest = min(len(r) for r in rows)
+        while p < shortest - 1 and all(r[p] == rows[0][p] for r in rows):
+            p += 1
+        if p < 4:
+            return self._generate_batch(texts, config)
+        prefix = rows[0][:p]
+        batch = len(rows)
+        cache = copy.deepcopy(self._prefix_kv(prefix))
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        suffixes = [r[p:] for r in rows]
+        width = max(len(x) for x in suffixes)
+        pad = tok.pad_token_id
+        ids = torch.full((batch, width), pad, dtype=torch.long)
+        mask = torch.zeros((batch, p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        pos = torch.full((batch, width), p, dtype=torch.long)
+        for j, x in enumerate(suffixes):
+            ids[j, width - len(x):] = torch.tensor(x)
+            mask[j, p + width - len(x):] = 1
+            pos[j, width - len(x):] = torch.arange(p, p + len(x))
+        eos = torch.tensor(self._eos or [-1])
+        done = torch.zeros(batch, dtype=torch.bool)
+        generated: list[list[int]] = [[] for _ in range(batch)]
+        next_pos = pos[:, -1] + 1
+        with torch.inference_mode():
+            out = self._forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=pos.to(self.device), past_key_values=cache, use_cache=True)
+            for step in range(config.max_new_tokens):
+                nxt = out.logits[:, -1, :].argmax(-1).cpu()
+                for j in range(batch):
+                    if not done[j]:
+                        if int(nxt[j]) in eos.tolist():
+                            done[j] = True
+                        else:
+                            generated[j].append(int(nxt[j]))
+                            if config.stop_at_newline:
+                                text = tok.decode(generated[j], skip_special_tokens=True)
+                                if "\n" in text.lstrip():
+                                    done[j] = True
+                if bool(done.all()) or step == config.max_new_tokens - 1:
+                    break
+                feed = torch.where(done, torch.full_like(nxt, pad), nxt)
+                mask = torch.cat([mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
+                out = self._forward(input_ids=feed[:, None].to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=next_pos[:, None].to(self.device), past_key_values=cache,
+                                    use_cache=True)
+                next_pos = next_pos + 1
+        texts_out = [tok.decode(g, skip_special_tokens=True) for g in generated]
         return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
 
     # -- scoring ----------------------------------------------------------------------------
@@ -453,13 +560,48 @@ class CausalLM:
 
     # -- speed ------------------------------------------------------------------------------
     def throughput(self, prompts: Sequence[str], batch_size: int, config: DecodeConfig | None = None,
-                   setting: str = "") -> tuple[Throughput, list[str]]:
+                   setting: str = "", prefix_cache: bool | None = None) -> tuple[Throughput, list[str]]:
         """Time :meth:`generate` on ``prompts`` without the output cache; return speed and answers."""
         config = config or DecodeConfig()
-        start = time.perf_counter()
-        answers = self.generate(prompts, config, batch_size=batch_size, use_cache=False)
+        self._prefix_memo = ((), None)
+        start, cpu = time.perf_counter(), time.process_time()
+        answers = self.generate(prompts, config, batch_size=batch_size, use_cache=False,
+                                prefix_cache=prefix_cache)
         seconds = time.perf_counter() - start
-        return Throughput(batch_size, len(prompts), seconds, config.max_new_tokens, setting), answers
+        return Throughput(batch_size, len(prompts), seconds, config.max_new_tokens, setting,
+                          time.process_time() - cpu), answers
+
+
+def _lcp(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _prefix_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Split sorted ``texts`` into batches of at most ``batch_size`` that share a long prefix.
+
+    A new batch starts when the next text would shrink the batch's common prefix below 70%.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    common = 0
+    for i, text in enumerate(texts):
+        if current:
+            shared = min(common, _lcp(texts[current[0]], text)) if len(current) > 1 else _lcp(texts[current[0]], text)
+            if len(current) >= batch_size or (len(current) > 1 and shared < 0.7 * common):
+                batches.append(current)
+                current, common = [i], len(text)
+                continue
+            common = shared
+            current.append(i)
+        else:
+            current, common = [i], len(text)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def clean_answer(text: str) -> str:

@@ -77,6 +77,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     headlines: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
+    result_file: Path | None = None
 
     @property
     def seed(self) -> Any:
@@ -135,13 +136,16 @@ class Run:
             "provenance": provenance(),
         }
 
-    def finish(self) -> Path:
-        """Write the results file (atomically) and show where the numbers came from."""
+    def finish(self) -> None:
+        """Write the results file (atomically) and show where the numbers came from.
+
+        Returns nothing (so that the last cell prints no path); the file is ``run.result_file``.
+        """
         record = self.record()
         target = os.environ.get(RESULT_PATH_ENV)
         path = Path(target) if target else result_path(self.chapter, self.profile, self.notebook)
         atomic_write_json(path, record)
-        self.finished = True
+        self.finished, self.result_file = True, path
         prov = record["provenance"]
         hw = prov["hardware"]
         commit = prov["git"].get("commit")
@@ -157,7 +161,6 @@ class Run:
             ("started", self.started_at), ("notebook time", f"{record['duration_s']:.1f} s"),
         ]
         _display(_html(_table("Where these numbers came from", rows, ("", ""))))
-        return path
 
 
 def _table(caption: str, rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:

@@ -16,6 +16,7 @@ The chapter's downstream protocol (which data is in-domain, which is out-of-doma
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -386,18 +387,23 @@ class PretrainSetup:
     """
 
     dataset: str = "fashion-mnist"
-    pretrain_per_class: int = 1000
-    eval_per_class: int = 200
+    pretrain_per_class: int = 400
+    eval_per_class: int = 100
     data_seed: int = 0
 
     def data(self) -> tuple[ds.ImageSet, ds.ImageSet]:
-        train = ds.load_image_dataset(self.dataset, "train")
-        if self.dataset == "fashion-mnist":
-            train = ds.select_classes(train, PRETRAIN_CLASSES)
-        picked = ds.stratified_subsample(train, self.pretrain_per_class + self.eval_per_class, self.data_seed)
-        pretrain, check = ds.stratified_split(picked, self.eval_per_class / (self.pretrain_per_class + self.eval_per_class),
-                                              self.data_seed)
-        return pretrain, check
+        """(pre-training set, clean check set); computed once per process for each setup."""
+        return _pretrain_data(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrain_data(setup: PretrainSetup) -> tuple[ds.ImageSet, ds.ImageSet]:
+    train = ds.load_image_dataset(setup.dataset, "train")
+    if setup.dataset == "fashion-mnist":
+        train = ds.select_classes(train, PRETRAIN_CLASSES)
+    total = setup.pretrain_per_class + setup.eval_per_class
+    picked = ds.stratified_subsample(train, total, setup.data_seed)
+    return ds.stratified_split(picked, setup.eval_per_class / total, setup.data_seed)
 
 
 @dataclass
@@ -422,7 +428,22 @@ def pretrain_noisy_encoder(noise_rate: float, seed: int, setup: PretrainSetup, c
 def pretrain_grid(noise_rates: list[float], seeds: list[int], setup: PretrainSetup, config: EncoderConfig,
                   device: str = "cpu") -> list[NoisyEncoder]:
     """One encoder per (noise rate, seed), in that order; cached ones are loaded."""
+    for rate in noise_rates:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"noise_ratios must lie in [0, 1), got {rate}")
+    if not seeds:
+        raise ValueError("seeds must name at least one pre-training seed")
     return [pretrain_noisy_encoder(rate, seed, setup, config, device) for rate in noise_rates for seed in seeds]
+
+
+def encoder_description(config: EncoderConfig, setup: PretrainSetup) -> tuple[str, dict]:
+    """A short model id for provenance (``run.uses_model``) and the facts that identify it."""
+    if config.backbone == "tiny-resnet":
+        name = f"tiny-resnet-w{config.width} (pre-trained in this chapter)"
+    else:
+        name = f"{config.backbone} (noisy-label tuned in this chapter)"
+    return name, {"pretrain_data": setup.dataset, "per_class": setup.pretrain_per_class,
+                  "epochs": config.epochs, "lr": config.lr}
 
 
 @dataclass(frozen=True)
@@ -523,3 +544,109 @@ def mean_confidence_interval(values: list[float] | np.ndarray, level: float = 0.
 def config_dict(config: object) -> dict:
     """A dataclass config as a plain dict (for ``run.log`` and the results file)."""
     return asdict(config)  # type: ignore[arg-type]
+
+
+# =========================================================================== grids (what the notebooks call)
+
+
+def _tasks_identity(tasks: list[Task]) -> list:
+    return [[t.name, t.probe.fingerprint, sorted((n, d.fingerprint, dom) for n, (d, dom) in t.evals.items())]
+            for t in tasks]
+
+
+def cached_head_scores(encoder: TrainedEncoder, tasks: list[Task], config: NMTuneConfig | LinearProbeConfig,
+                       method: str | None = None, device: str = "cpu") -> dict[str, float]:
+    """:func:`evaluate_heads`, cached as JSON under ``cache_dir()/heads/`` keyed by the encoder, the
+    tasks' data, the head config and method, and the code of this module and :mod:`fmbook.vision`."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from .paths import cache_dir
+    from .vision import code_version
+
+    own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    payload = {"encoder": encoder.key, "tasks": _tasks_identity(tasks), "config": asdict(config),
+               "config_type": type(config).__name__, "method": method, "code": [own_code, code_version()]}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / "heads" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    scores = evaluate_heads(encoder, tasks, config, method, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{key}.{time.time_ns()}.json")
+    tmp.write_text(json.dumps(scores))
+    tmp.replace(path)
+    return scores
+
+
+def transfer_grid(encoders: list[NoisyEncoder], tasks: list[Task],
+                  heads: dict[str, NMTuneConfig | LinearProbeConfig], device: str = "cpu"):
+    """Accuracy of every head (name -> config) on every encoder: a long ``pandas.DataFrame`` with
+    columns noise_rate, seed, head, eval_set, domain, accuracy (eval_set ``ID``/``OOD``: the means)."""
+    import pandas as pd
+
+    domain_of = {name: dom for t in tasks for name, (_, dom) in t.evals.items()}
+    rows = []
+    for item in encoders:
+        for head_name, config in heads.items():
+            scores = cached_head_scores(item.trained, tasks, config, device=device)
+            for eval_set, accuracy in scores.items():
+                rows.append({"noise_rate": item.noise_rate, "seed": item.seed, "head": head_name,
+                             "eval_set": eval_set, "domain": domain_of.get(eval_set, eval_set),
+                             "accuracy": accuracy})
+    return pd.DataFrame(rows)
+
+
+def summarise_over_seeds(frame, value: str = "accuracy", by: tuple[str, ...] = ("head", "eval_set", "noise_rate"),
+                         level: float = 0.95):
+    """Mean, confidence-interval half-width and seed count of ``value`` per group."""
+    import pandas as pd
+
+    rows = []
+    for keys, group in frame.groupby(list(by), sort=True):
+        mean, half = mean_confidence_interval(group[value].to_numpy(), level)
+        rows.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))),
+                     "mean": mean, "ci": half, "n_seeds": len(group)})
+    return pd.DataFrame(rows)
+
+
+def spectrum_grid(encoders: list[NoisyEncoder], data: ds.ImageSet, device: str = "cpu"):
+    """SVE, LSVR and the normalised spectrum of each encoder's features on ``data``.
+
+    Returns a ``pandas.DataFrame`` (noise_rate, seed, sve, lsvr, spectrum) with one row per encoder.
+    """
+    import pandas as pd
+
+    rows = []
+    for item in encoders:
+        metrics = spectrum_metrics(cached_features(item.trained, data, device=device))
+        rows.append({"noise_rate": item.noise_rate, "seed": item.seed, "sve": metrics.sve,
+                     "lsvr": metrics.lsvr, "spectrum": metrics.normalised})
+    return pd.DataFrame(rows)
+
+
+def ablation_configs(base: NMTuneConfig | None = None) -> dict[str, NMTuneConfig]:
+    """NMTune and NMTune without each regularizer (and without all three: the MLP head)."""
+    base = base or NMTuneConfig()
+    return {
+        "NMTune": base,
+        "w/o consistency": replace(base, consistency_weight=0.0),
+        "w/o covariance": replace(base, covariance_weight=0.0),
+        "w/o dominant SV": replace(base, spectral_weight=0.0),
+        "w/o all (MLP)": mlp_head_config(base),
+    }
+
+
+def claim_verdict(differences: list[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, bool | None]:
+    """Mean, CI half-width and verdict of paired differences (ours minus reference, signed so that
+    the claim predicts a positive value): True if the interval lies above 0, False if below, None
+    when it contains 0 (the effect is not resolved at this sample size)."""
+    mean, half = mean_confidence_interval(differences, level)
+    if len(np.asarray(differences)) < 2:
+        return mean, half, None
+    if mean - half > 0:
+        return mean, half, True
+    if mean + half < 0:
+        return mean, half, False
+    return mean, half, None

@@ -64,6 +64,20 @@ class SentenceEncoder:
 
 
 @contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars while loading (in a notebook they would become widgets in the book)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def _offline() -> Iterator[None]:
     keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     saved = {k: os.environ.get(k) for k in keys}
@@ -117,16 +131,17 @@ def load_sentence_encoder(name_or_hub_id: str, device: str = "cpu",
             raise EncoderError(f"asset {name_or_hub_id!r} is a {asset.kind}, not a text encoder; "
                                f"known encoders: {', '.join(known_encoders())}")
         folder = assets.require(name_or_hub_id)
-        with _offline():
+        with _offline(), _quiet():
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         kind, fingerprint = "asset", next(iter(asset.sha256.values()))
     elif is_folder:
         folder = Path(name_or_hub_id).expanduser().resolve()
-        with _offline():
+        with _offline(), _quiet():
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         kind, fingerprint = "folder", _folder_fingerprint(folder)
     else:  # a hub id (full profile): the one place that reaches the network
-        model = SentenceTransformer(name_or_hub_id, device=device)
+        with _quiet():
+            model = SentenceTransformer(name_or_hub_id, device=device)
         card = getattr(model, "model_card_data", None)
         revision = getattr(card, "base_model_revision", None) or "unknown-revision"
         kind, fingerprint = "hub", f"{name_or_hub_id}@{revision}"
@@ -180,11 +195,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def embed(texts: Sequence[str], encoder: SentenceEncoder, batch_size: int = 32, normalize: bool = True,
-          use_cache: bool = True) -> Embeddings:
+          use_cache: bool = True, refresh: bool = False) -> Embeddings:
     """Embed ``texts`` (cached per text under :func:`fmbook.paths.cache_dir`).
 
     ``normalize`` L2-normalises the vectors (cosine similarity is then a dot product);
-    ``use_cache=False`` computes every text (and does not touch the cache), for timing.
+    ``use_cache=False`` computes every text and leaves the cache alone; ``refresh=True`` computes
+    every text and (re)writes the cache: a timed run that still fills the cache.
     """
     if isinstance(texts, str):
         raise EncoderError("embed() takes a sequence of texts, not one string")
@@ -199,7 +215,7 @@ def embed(texts: Sequence[str], encoder: SentenceEncoder, batch_size: int = 32, 
     path = cache_file(encoder, normalize) if use_cache else None
     keys = [_text_key(t) for t in texts]
     unique = list(dict.fromkeys(keys))
-    if path is not None and path.exists():
+    if path is not None and path.exists() and not refresh:
         with _connect(path) as con:
             for start in range(0, len(unique), 500):
                 chunk = unique[start:start + 500]

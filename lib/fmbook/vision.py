@@ -206,16 +206,18 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
+def deterministic(seed: int, threads: int = 1, strict: bool = True) -> Iterator[None]:
     """Deterministic algorithms, ``threads`` CPU threads and a seeded torch RNG inside; the caller's
     settings are restored after.
 
     One thread by default: CPU results then do not depend on the machine's core count (reductions
     are summed in one order), and small models run faster than with threads that compete for cores.
+    ``strict=False`` only warns where an operation has no deterministic kernel (some CUDA backward
+    passes, e.g. adaptive average pooling), so GPU runs of the ``full`` profile do not stop there.
     """
     previous, previous_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
     torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -269,7 +271,7 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
         return _load_trained(folder, config, key, device)
 
     start = time.perf_counter()
-    with deterministic(config.seed):
+    with deterministic(config.seed, strict=str(device) == "cpu"):
         encoder = load_image_encoder(config.backbone, config.width).to(device)
         classifier = nn.Linear(encoder.feature_dim, train.num_classes).to(device)
         params = list(encoder.parameters()) + list(classifier.parameters())
@@ -357,7 +359,7 @@ def extract_features(encoder: nn.Module, images: np.ndarray, batch_size: int = 1
     """Frozen features of uint8 images, in batches: ``(N, feature_dim)`` float32."""
     encoder.eval()
     chunks = []
-    with torch.no_grad(), deterministic(0):
+    with torch.no_grad(), deterministic(0, strict=str(device) == "cpu"):
         for start in range(0, len(images), batch_size):
             x = images_to_tensor(images[start:start + batch_size]).to(device)
             chunks.append(encoder(x).float().cpu())

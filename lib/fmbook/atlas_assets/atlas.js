@@ -5,21 +5,21 @@
 (function () {
   "use strict";
   function init(root) {
-    if (root.getAttribute("data-fa-ready")) return;
-    root.setAttribute("data-fa-ready", "1");
-    var data = JSON.parse(root.querySelector("script.fa-data").textContent);
+    if (root.getAttribute("data-atl-ready")) return;
+    root.setAttribute("data-atl-ready", "1");
+    var data = JSON.parse(root.querySelector("script.atl-data").textContent);
     var papers = data.papers, nbs = data.nb, clusters = data.clusters;
-    var svg = root.querySelector("svg.fa-map");
-    var pts = Array.prototype.slice.call(root.querySelectorAll("circle.fa-pt"));
+    var svg = root.querySelector("svg.atl-map");
+    var pts = Array.prototype.slice.call(root.querySelectorAll("circle.atl-pt"));
     var rows = Array.prototype.slice.call(root.querySelectorAll("tbody tr[data-i]"));
     var rowOf = {}; rows.forEach(function (r) { rowOf[r.getAttribute("data-i")] = r; });
-    var edges = root.querySelector("g.fa-edges");
-    var search = root.querySelector("input.fa-search");
-    var chapterSel = root.querySelector("select.fa-chapter");
-    var count = root.querySelector(".fa-count");
-    var info = root.querySelector(".fa-info");
-    var tip = root.querySelector(".fa-tooltip");
-    var legend = Array.prototype.slice.call(root.querySelectorAll(".fa-legend li"));
+    var edges = root.querySelector("g.atl-edges");
+    var search = root.querySelector("input.atl-search");
+    var chapterSel = root.querySelector("select.atl-chapter");
+    var count = root.querySelector(".atl-count");
+    var info = root.querySelector(".atl-info");
+    var tip = root.querySelector(".atl-tooltip");
+    var legend = Array.prototype.slice.call(root.querySelectorAll(".atl-legend li"));
     var haystack = papers.map(function (p) { return (p.t + " " + p.a).toLowerCase(); });
     var state = { words: [], cluster: null, selected: null };
     var SVGNS = "http://www.w3.org/2000/svg";
@@ -42,19 +42,19 @@
         var i = +c.getAttribute("data-i"), m = matches(i);
         if (m) hits++;
         var shown = state.selected === null ? (!filtering || m) : (i === state.selected || !!near[i]);
-        c.classList.toggle("fa-dim", !shown);
-        c.classList.toggle("fa-hit", filtering && m && state.selected === null);
-        c.classList.toggle("fa-nb", !!near[i]);
-        c.classList.toggle("fa-sel", i === state.selected);
+        c.classList.toggle("atl-dim", !shown);
+        c.classList.toggle("atl-hit", filtering && m && state.selected === null);
+        c.classList.toggle("atl-nb", !!near[i]);
+        c.classList.toggle("atl-sel", i === state.selected);
       });
       rows.forEach(function (r) {
         var i = +r.getAttribute("data-i");
         r.hidden = !matches(i);
-        r.classList.toggle("fa-sel", i === state.selected);
+        r.classList.toggle("atl-sel", i === state.selected);
       });
       count.textContent = filtering ? hits + " of " + papers.length + " papers match"
                                     : papers.length + " papers";
-      legend.forEach(function (li) { li.classList.toggle("fa-on", +li.getAttribute("data-c") === state.cluster); });
+      legend.forEach(function (li) { li.classList.toggle("atl-on", +li.getAttribute("data-c") === state.cluster); });
       drawEdges();
     }
     function drawEdges() {
@@ -65,28 +65,28 @@
         var q = papers[e[0]], line = document.createElementNS(SVGNS, "line");
         line.setAttribute("x1", p.x); line.setAttribute("y1", p.y);
         line.setAttribute("x2", q.x); line.setAttribute("y2", q.y);
-        line.setAttribute("class", "fa-edge");
+        line.setAttribute("class", "atl-edge");
         edges.appendChild(line);
       });
     }
     function showInfo(i) {
       if (i === null) {
-        info.innerHTML = '<p class="fa-note">Click a point (or a row of the table, or pick a chapter above) to see the paper and its ten nearest neighbours.</p>';
+        info.innerHTML = '<p class="atl-note">Click a point (or a row of the table, or pick a chapter above) to see the paper and its ten nearest neighbours.</p>';
         return;
       }
       var p = papers[i], cl = clusters[p.c];
       var link = p.arxiv ? ' <a href="https://arxiv.org/abs/' + esc(p.arxiv) + '" target="_blank" rel="noopener">arXiv:' + esc(p.arxiv) + "</a>" : "";
       var items = nbs[i].map(function (e) {
         var q = papers[e[0]];
-        return '<li><a class="fa-go" data-i="' + e[0] + '" tabindex="0">' + esc(q.t) + "</a> <span class=\"fa-note\">(" +
+        return '<li><a class="atl-go" data-i="' + e[0] + '" tabindex="0">' + esc(q.t) + "</a> <span class=\"atl-note\">(" +
           e[1].toFixed(2) + (q.ch ? ", chapter " + esc(q.ch) : "") + ")</span></li>";
       }).join("");
       info.innerHTML = "<p><strong>" + esc(p.t) + "</strong>" + link + "</p>" +
-        '<p class="fa-note">Cluster: <span class="fa-swatch" style="background:' + cl.color + '"></span> ' + esc(cl.name) +
+        '<p class="atl-note">Cluster: <span class="atl-swatch" style="background:' + cl.color + '"></span> ' + esc(cl.name) +
         " &middot; listed in: " + esc(p.src) + (p.ch ? " &middot; reproduced in chapter <em>" + esc(p.ch) + "</em>" : "") + "</p>" +
         "<blockquote>" + esc(p.a) + "</blockquote>" +
-        '<p class="fa-note">Abstract quoted from the listing. Nearest neighbours (cosine similarity):</p><ol class="fa-nblist">' + items + "</ol>";
-      Array.prototype.forEach.call(info.querySelectorAll("a.fa-go"), function (a) {
+        '<p class="atl-note">Abstract quoted from the listing. Nearest neighbours (cosine similarity):</p><ol class="atl-nblist">' + items + "</ol>";
+      Array.prototype.forEach.call(info.querySelectorAll("a.atl-go"), function (a) {
         a.addEventListener("click", function () { select(+a.getAttribute("data-i")); });
         a.addEventListener("keydown", function (ev) { if (ev.key === "Enter") select(+a.getAttribute("data-i")); });
       });
@@ -132,15 +132,15 @@
         render();
       });
     });
-    var reset = root.querySelector("button.fa-reset");
+    var reset = root.querySelector("button.atl-reset");
     if (reset) reset.addEventListener("click", function () {
       search.value = ""; state.words = []; state.cluster = null; state.selected = null;
       if (chapterSel) chapterSel.value = "";
       showInfo(null); render();
     });
     // sortable table
-    var ths = Array.prototype.slice.call(root.querySelectorAll(".fa-table th"));
-    var tbody = root.querySelector(".fa-table tbody");
+    var ths = Array.prototype.slice.call(root.querySelectorAll(".atl-table th"));
+    var tbody = root.querySelector(".atl-table tbody");
     ths.forEach(function (th, col) {
       th.setAttribute("tabindex", "0");
       function sort() {

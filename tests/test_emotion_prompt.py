@@ -1,0 +1,110 @@
+"""EmotionPrompt: stimuli data, prompt building, relative improvement, statistics."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from fmbook import emotion_prompt as ep
+from fmbook import instruction_induction as ii
+
+
+def test_eleven_stimuli_verbatim_and_groups():
+    assert list(ep.STIMULI) == [f"EP{i:02d}" for i in range(1, 12)]
+    assert ep.STIMULI["EP02"].text == "This is very important to my career."
+    assert ep.STIMULI["EP04"].text == "Are you sure?"
+    assert ep.STIMULI["EP06"].text.startswith("Provide your answer and a confidence score between 0-1")
+    sm = [s for s, v in ep.STIMULI.items() if ep.SELF_MONITORING in v.groups]
+    sc = [s for s, v in ep.STIMULI.items() if ep.SOCIAL_COGNITIVE in v.groups]
+    er = [s for s, v in ep.STIMULI.items() if ep.EMOTION_REGULATION in v.groups]
+    assert sm == ["EP01", "EP02", "EP03", "EP04", "EP05"]
+    assert sc == ["EP07", "EP08", "EP09", "EP10", "EP11"]
+    assert er == ["EP03", "EP04", "EP05", "EP07"]
+
+
+@pytest.mark.parametrize("condition", [c for c in ep.CONDITIONS if c != ep.BASELINE])
+@pytest.mark.parametrize("few_shot", [False, True])
+def test_prompts_differ_exactly_by_the_stimulus(condition, few_shot):
+    task = ii.get_task("antonyms")
+    tests, demos = ep.items_for("antonyms", 0, 3, 5)
+    d = demos if few_shot else ()
+    plain = ep.build_prompt(task, tests[0], ep.BASELINE, d)
+    with_stim = ep.build_prompt(task, tests[0], condition, d)
+    insert = " " + ep.stimulus_text(condition)
+    i = len("Instruction: " + task.instruction)
+    assert with_stim == plain[:i] + insert + plain[i:]
+    m0 = ep.build_messages(task, tests[0], ep.BASELINE, d)
+    m1 = ep.build_messages(task, tests[0], condition, d)
+    diffs = [(a, b) for a, b in zip(m0, m1) if a != b]
+    assert len(m0) == len(m1) and len(diffs) == 1
+    a, b = diffs[0][0]["content"], diffs[0][1]["content"]
+    assert b == a[:i] + insert + a[i:]
+    if few_shot:
+        assert sum(m["role"] == "assistant" for m in m1) == 5
+
+
+def test_demos_exclude_test_inputs():
+    tests, demos = ep.items_for("sum", 0, 20, 5)
+    assert len(demos) == 5 and not ({d.input for d in demos} & {t.input for t in tests})
+
+
+def test_relative_improvement_hand_computed():
+    assert ep.relative_improvement(0.50, 0.54) == pytest.approx(8.0)
+    assert ep.relative_improvement(0.20, 0.43) == pytest.approx(115.0)
+    assert math.isnan(ep.relative_improvement(0.0, 0.3))
+
+
+def _toy_results():
+    # 2 tasks x 4 items; none: task a 2/4, task b 1/4; EP02: a 3/4, b 2/4; EP04: a 2/4, b 1/4
+    rows = []
+    pattern = {"none": {"a": [1, 1, 0, 0], "b": [1, 0, 0, 0]},
+               "EP02": {"a": [1, 1, 1, 0], "b": [1, 1, 0, 0]},
+               "EP04": {"a": [1, 0, 1, 0], "b": [0, 0, 0, 1]}}
+    for cond, tasks in pattern.items():
+        for task, outcomes in tasks.items():
+            for j, c in enumerate(outcomes):
+                rows.append({"model": "m", "mode": "zero-shot", "task": task, "condition": cond,
+                             "item": f"{task}/0/{j}", "correct": bool(c)})
+    return pd.DataFrame(rows)
+
+
+def test_summary_the_papers_way():
+    s = _toy_results().pipe(ep.summary).set_index("condition")
+    assert s.loc["none", "accuracy"] == pytest.approx(0.375)
+    assert s.loc["EP02", "accuracy"] == pytest.approx(0.625)
+    assert s.loc["EP02", "relative_improvement_%"] == pytest.approx(100 * (0.625 - 0.375) / 0.375)
+    assert s.loc["EP04", "relative_improvement_%"] == pytest.approx(0.0)
+    assert s.loc["EP avg", "accuracy"] == pytest.approx(0.5)  # mean over stimuli per task, then tasks
+    assert s.loc["EP max", "accuracy"] == pytest.approx(0.625)
+
+
+def test_mcnemar_and_bootstrap():
+    m = ep.mcnemar([1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1])
+    assert (m["b_only_original"], m["c_only_stimulus"]) == (0, 4)
+    assert m["p_value"] == pytest.approx(0.125)
+    assert ep.mcnemar([1, 0], [1, 0])["p_value"] == 1.0
+    diff, lo, hi = ep.paired_bootstrap(_toy_results(), "EP02", n_boot=300)
+    assert diff == pytest.approx(0.25) and lo <= diff <= hi
+    sig = ep.significance(_toy_results(), n_boot=100)
+    assert set(sig.condition) == {"EP02", "EP04"} and (sig.p_holm >= sig.p_value).all()
+
+
+def test_accuracy_table_wilson():
+    acc = ep.accuracy_table(_toy_results())
+    row = acc[(acc.task == "a") & (acc.condition == "none")].iloc[0]
+    assert row.accuracy == 0.5 and row.n == 4 and row.ci_low < 0.5 < row.ci_high
+
+
+def test_grid_and_config_errors():
+    cfg = ep.EvalConfig(tasks=("sum", "antonyms"), conditions=("none", "EP01", "CoT"), n_samples=3)
+    grid = ep.build_grid(cfg)
+    # CoT is zero-shot only
+    assert len(grid) == 2 * 3 * 3 + 2 * 3 * 2
+    with pytest.raises(ep.EmotionPromptError, match="allowed: none, EP01"):
+        ep.EvalConfig(conditions=("none", "EP12"))
+    with pytest.raises(ep.EmotionPromptError, match="allowed: zero-shot, few-shot"):
+        ep.EvalConfig(modes=("one-shot",))
+    with pytest.raises(ii.TaskError):
+        ep.EvalConfig(tasks=("rhymes",))
+    with pytest.raises(ep.EmotionPromptError, match="baseline"):
+        ep.EvalConfig(conditions=("EP01",))

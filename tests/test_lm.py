@@ -1,0 +1,165 @@
+"""Causal-LM layer: loading by folder/hub path, refusing unknown names, batched generation (plain
+and prefix-cached give the same answers), log-likelihood scoring, the output cache; and, unless
+``FMBOOK_SKIP_BIG_MODELS=1``, the real offline Qwen model."""
+
+import os
+
+import pytest
+import torch
+
+from fmbook import assets, lm
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A randomly initialised tiny Qwen2 model and a small byte-level BPE tokenizer, saved."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    corpus = ["Instruction: Sum the two given numbers.", "Input: 12 30\nAnswer: 42",
+              "The plural of mouse is mice.", "Write a word that means the opposite."] * 20
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<unk>", "<eos>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny(tiny_folder, tmp_path):
+    model = lm.load_causal_lm(str(tiny_folder), verbose=False)
+    model.cache = lm.OutputCache(tmp_path / "outputs.sqlite")
+    return model
+
+
+PROMPTS = ["Instruction: Sum the two given numbers.\n\nInput: 12 30\nAnswer:",
+           "Instruction: Sum the two given numbers.\n\nInput: 7 5\nAnswer:",
+           "Instruction: Sum the two given numbers.\n\nInput: 100 23\nAnswer:",
+           "The plural of mouse is"]
+
+
+def test_unknown_name_lists_known_assets():
+    with pytest.raises(lm.LMError, match="known assets: gemma-3-270m-gguf, qwen2.5-coder"):
+        lm.load_causal_lm("qwen-0.5b")
+    with pytest.raises(lm.LMError, match="is a dataset, not a causal LM"):
+        lm.load_causal_lm("fashion-mnist")
+    with pytest.raises(lm.LMError, match="allowed: float32, bfloat16, float16"):
+        lm.load_causal_lm("org/model", dtype="int4")
+    with pytest.raises(lm.LMError, match="max_new_tokens"):
+        lm.DecodeConfig(max_new_tokens=0)
+
+
+def test_hub_path_loads_tiny_random_model(tiny):
+    assert tiny.source == "folder" and tiny.has_chat_template
+    assert tiny.tokenizer.padding_side == "left"
+    out = tiny.generate(PROMPTS, lm.DecodeConfig(max_new_tokens=5, chat=False), batch_size=2, use_cache=False)
+    assert len(out) == 4 and all(isinstance(o, str) for o in out)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_prefix_cache_gives_the_same_answers(tiny, chat):
+    config = lm.DecodeConfig(max_new_tokens=6, chat=chat, stop_at_newline=False)
+    plain = tiny.generate(PROMPTS, config, batch_size=3, use_cache=False, prefix_cache=False)
+    cached = tiny.generate(PROMPTS, config, batch_size=3, use_cache=False, prefix_cache=True)
+    single = [tiny.generate([p], config, batch_size=1, use_cache=False, prefix_cache=False)[0] for p in PROMPTS]
+    assert plain == cached == single
+
+
+def test_render_chat_messages(tiny):
+    text = tiny.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert text == "<system>S<eos>\n<user>U<eos>\n<assistant>"
+    assert tiny.render("U", chat=False) == "U"
+
+
+def test_score_batched_equals_single_and_manual(tiny):
+    conts = [" 42", " 12", " 123", " mice"]
+    batched = tiny.score(PROMPTS, conts, chat=False, batch_size=4, use_cache=False)
+    single = [tiny.score([p], [c], chat=False, batch_size=1, use_cache=False)[0] for p, c in zip(PROMPTS, conts)]
+    assert batched == pytest.approx(single, abs=1e-4)
+    tok = tiny.tokenizer
+    p_ids, c_ids = tok(PROMPTS[0])["input_ids"], tok(conts[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny.model(torch.tensor([p_ids + c_ids])).logits[0], -1)
+    manual = sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(c_ids))
+    assert batched[0] == pytest.approx(manual, abs=1e-4)
+    assert all(s < 0 for s in batched)
+
+
+def test_output_cache_hit(tiny, monkeypatch):
+    config = lm.DecodeConfig(max_new_tokens=4, chat=False)
+    first = tiny.generate(PROMPTS, config, batch_size=2)
+    assert tiny.stats["generated"] == 4
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was called although every output is cached")
+
+    monkeypatch.setattr(tiny, "_generate_batch", boom)
+    monkeypatch.setattr(tiny, "_generate_batch_prefix", boom)
+    assert tiny.generate(PROMPTS, config, batch_size=2) == first
+    assert tiny.stats["cached"] == 4
+    # other decoding settings are another key
+    with pytest.raises(AssertionError, match="cached"):
+        tiny.generate(PROMPTS, lm.DecodeConfig(max_new_tokens=5, chat=False))
+
+
+def test_prefix_batches_split_on_prefix():
+    texts = sorted(["AAAAAAAAAA1", "AAAAAAAAAA2", "AAAAAAAAAA3", "ABBBBBBBBB1", "ABBBBBBBBB2"])
+    assert lm._prefix_batches(texts, 8) == [[0, 1, 2], [3, 4]]
+    assert lm._prefix_batches(texts, 2) == [[0, 1], [2], [3, 4]] or len(lm._prefix_batches(texts, 2)) == 3
+
+
+# ---- the real offline model (downloaded and converted once; ~1-3 minutes the first time) ------
+
+QWEN = "qwen2.5-coder-0.5b-instruct-gguf"
+GEMMA = "gemma-3-270m-gguf"
+_SKIP_BIG = os.environ.get("FMBOOK_SKIP_BIG_MODELS") == "1"
+
+
+def _can_get(name: str) -> bool:
+    return assets.is_ready(name) or os.environ.get("FMBOOK_AUTO_FETCH", "1") != "0"
+
+
+@pytest.mark.big_model
+@pytest.mark.skipif(_SKIP_BIG, reason="FMBOOK_SKIP_BIG_MODELS=1")
+@pytest.mark.skipif(not _can_get(QWEN), reason=f"asset {QWEN} not fetched and FMBOOK_AUTO_FETCH=0")
+def test_qwen_answers_and_vocabulary(tmp_path):
+    model = lm.load_causal_lm(QWEN, verbose=False)
+    model.cache = lm.OutputCache(tmp_path / "o.sqlite")
+    assert model.has_chat_template and model.n_params > 4e8
+    prompts = ["What is 23 + 58? Answer with the number only.", "What is the plural of mouse? One word."]
+    out = model.generate(prompts, lm.DecodeConfig(max_new_tokens=6), batch_size=2)
+    assert out[0] == "81" and "mice" in out[1].lower()
+    plain = model.generate(prompts, lm.DecodeConfig(max_new_tokens=6), batch_size=2, use_cache=False,
+                           prefix_cache=False)
+    assert plain == out
+    enc = model.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        ids = model.model.generate(**enc, max_new_tokens=4, do_sample=False)[0, enc["input_ids"].shape[1]:]
+    assert len(ids) > 0 and int(ids.max()) < len(model.tokenizer)
+    assert model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+@pytest.mark.big_model
+@pytest.mark.skipif(_SKIP_BIG, reason="FMBOOK_SKIP_BIG_MODELS=1")
+@pytest.mark.skipif(not assets.is_ready(GEMMA), reason=f"asset {GEMMA} not fetched")
+def test_gemma_base_continues_text(tmp_path):
+    model = lm.load_causal_lm(GEMMA, verbose=False)
+    model.cache = lm.OutputCache(tmp_path / "o.sqlite")
+    out = model.generate(["Input: cat\nAnswer: cats\n\nInput: dog\nAnswer:"], lm.DecodeConfig(max_new_tokens=4))
+    assert isinstance(out[0], str) and out[0]
+    s = model.score(["The plural of mouse is"] * 2, [" mice", " banana"])
+    assert s[0] > s[1]
