@@ -276,8 +276,9 @@ def plot_class_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[st
                 ax.imshow(images[picks[col]], cmap="gray_r" if images.ndim == 3 else None, vmin=0, vmax=255)
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+        fig.suptitle(title, y=0.995)
+    fig.subplots_adjust(wspace=0.05, hspace=0.08, top=1 - 0.45 / fig.get_figheight() if title else 0.99,
+                        bottom=0.01)
     return fig
 
 

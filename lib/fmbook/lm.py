@@ -192,7 +192,8 @@ def load_causal_lm(name_or_hub_id: str, dtype: str = "float32", device: str = "c
 class OutputCache:
     """A small SQLite store of model outputs keyed by (model id, prompt, decoding settings).
 
-    The default location is ``cache_dir()/lm_outputs.sqlite``; ``FMBOOK_LM_CACHE=0`` disables it.
+    The default location is ``cache_dir()/lm_outputs.sqlite``; ``FMBOOK_LM_CACHE=0`` disables it and
+    ``FMBOOK_LM_CACHE=/some/file.sqlite`` uses another file (e.g. to time a cold run).
     """
 
     def __init__(self, path: Path | None = None):
@@ -295,8 +296,9 @@ class CausalLM:
                                                  "seconds": 0.0})
 
     def __post_init__(self):
-        if self.cache is None and os.environ.get("FMBOOK_LM_CACHE", "1") != "0":
-            self.cache = OutputCache()
+        env = os.environ.get("FMBOOK_LM_CACHE", "1")
+        if self.cache is None and env != "0":
+            self.cache = OutputCache(None if env in ("", "1") else Path(env))
         tok = self.tokenizer
         tok.padding_side = "left"
         if tok.pad_token_id is None:
@@ -537,24 +539,30 @@ class CausalLM:
         return [found[k] for k in keys]
 
     def _score_batch(self, prompts: list[str], conts: list[str]) -> list[float]:
+        """Left-padded batch with explicit position ids; logits only for the last K positions,
+        K = the longest continuation (the vocabulary projection dominates otherwise)."""
         tok = self.tokenizer
         add_special = not any(p.startswith(tok.bos_token or "\0") for p in prompts)
         p_ids = [tok(p, add_special_tokens=add_special)["input_ids"] for p in prompts]
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in conts]
         rows = [p + c for p, c in zip(p_ids, c_ids)]
         width = max(len(r) for r in rows)
-        pad = tok.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        keep = max(len(c) for c in c_ids) + 1
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, r in enumerate(rows):  # right padding: positions are unaffected
-            ids[j, :len(r)] = torch.tensor(r)
-            mask[j, :len(r)] = 1
+        for j, r in enumerate(rows):
+            ids[j, width - len(r):] = torch.tensor(r)
+            mask[j, width - len(r):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": keep} if "logits_to_keep" in self._forward_params() else {}
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=pos.to(self.device), **kwargs).logits[:, -keep:, :]
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         out = []
-        for j, (p, c) in enumerate(zip(p_ids, c_ids)):
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+        for j, c in enumerate(c_ids):
+            # logits at column i predict token i+1; the continuation fills the last len(c) columns
+            positions = torch.arange(keep - 1 - len(c), keep - 1)
             out.append(float(logp[j, positions, torch.tensor(c)].sum()))
         return out
 

@@ -199,6 +199,7 @@ for name in lm_assets:
         samples.append({"model": name, "prompt": prompt, "greedy output": answer})
     if lm_throughput_prompts:
         plain = [p if model.has_chat_template else f"Question: {p}\\nAnswer:" for p in THROUGHPUT_PROMPTS]
+        model.generate(plain[:1], lm.DecodeConfig(max_new_tokens=2), use_cache=False)  # warm-up, not timed
         tp, _ = model.throughput(plain[:lm_throughput_prompts], batch_size=lm_throughput_prompts,
                                  config=lm.DecodeConfig(max_new_tokens=8))
         lm_speed.append({"model": name, "prompts": tp.n_prompts, "batch": tp.batch_size,
@@ -250,7 +251,7 @@ rows += [{"asset": r["asset"], "cold_s": r["cold_s"], "cached_s": r["cached_s"],
 load_table = pd.DataFrame(rows)
 run.log(load_times={r["asset"]: {"cold_s": r["cold_s"], "cached_s": r["cached_s"]} for r in rows})
 display(load_table.style.hide(axis="index").format({"cold_s": "{:.2f}", "cached_s": "{:.2f}"}))
-fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.55 * len(rows)))
+fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.55 * len(rows)))
 y = np.arange(len(rows))
 ax.barh(y - 0.2, load_table["cold_s"].astype(float), height=0.4, label="cold")
 ax.barh(y + 0.2, load_table["cached_s"].astype(float), height=0.4, label="cached")
