@@ -108,3 +108,43 @@ def test_grid_and_config_errors():
         ep.EvalConfig(tasks=("rhymes",))
     with pytest.raises(ep.EmotionPromptError, match="baseline"):
         ep.EvalConfig(conditions=("EP01",))
+
+
+# ---- end to end on a tiny randomly initialised model (mechanics only, no claims) -----------------
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from fmbook import lm
+
+    folder = tmp_path_factory.mktemp("tiny-ep")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["Instruction: Sum the numbers. Input: 1 2 Answer: 3"] * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    model = lm.load_causal_lm(str(folder), verbose=False)
+    model.cache = lm.OutputCache(folder / "outputs.sqlite")
+    return model
+
+
+def test_evaluate_and_attribution_mechanics(tiny_lm):
+    cfg = ep.EvalConfig(tasks=("sum", "antonyms"), conditions=("none", "EP02", "CoT"), n_samples=2,
+                        max_new_tokens=3)
+    assert ep.config_for(tiny_lm, cfg).modes == ("few-shot",)  # no chat template: a base model
+    assert ep.config_for(tiny_lm, cfg, base_few_shot_only=False).modes == cfg.modes
+    res = ep.evaluate(tiny_lm, cfg)
+    assert len(res) == 2 * 2 * 3 + 2 * 2 * 2 and res.correct.dtype == bool
+    assert set(ep.summary(res).condition) >= {"none", "EP02", "CoT", "EP avg", "EP max"}
+    att = ep.word_attribution(tiny_lm, ep.AttributionConfig(stimuli=("EP04",), tasks=("sum",), n_samples=2))
+    assert list(att.word) == ["<whole stimulus>", "Are", "you", "sure?"]
+    assert att.attribution.notna().all()

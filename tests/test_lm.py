@@ -141,9 +141,9 @@ def test_qwen_answers_and_vocabulary(tmp_path):
     model.cache = lm.OutputCache(tmp_path / "o.sqlite")
     assert model.has_chat_template and model.n_params > 4e8
     prompts = ["What is 23 + 58? Answer with the number only.", "What is the plural of mouse? One word."]
-    out = model.generate(prompts, lm.DecodeConfig(max_new_tokens=6), batch_size=2)
+    out = model.generate(prompts, lm.DecodeConfig(max_new_tokens=12), batch_size=2)
     assert out[0] == "81" and "mice" in out[1].lower()
-    plain = model.generate(prompts, lm.DecodeConfig(max_new_tokens=6), batch_size=2, use_cache=False,
+    plain = model.generate(prompts, lm.DecodeConfig(max_new_tokens=12), batch_size=2, use_cache=False,
                            prefix_cache=False)
     assert plain == out
     enc = model.tokenizer("The capital of France is", return_tensors="pt")

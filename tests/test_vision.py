@@ -102,7 +102,7 @@ def test_bad_names_and_values():
         vision.EncoderConfig(epochs=0)
 
 
-@pytest.mark.parametrize("arch", ["resnet", "vit"])
+@pytest.mark.parametrize("arch", ["resnet", "vit", "clip"])
 def test_hub_backbone_path_on_a_tiny_local_model(cache, tmp_path, small_set, arch):
     """The ``full`` profile's path: AutoModel.from_pretrained on a saved (randomly initialised,
     tiny) model of the real architecture, wrapped, trained one epoch and used for features."""
@@ -111,10 +111,18 @@ def test_hub_backbone_path_on_a_tiny_local_model(cache, tmp_path, small_set, arc
     if arch == "resnet":
         config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_channels=3)
         model, dim = transformers.ResNetModel(config), 16
-    else:
+    elif arch == "vit":
         config = transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                         intermediate_size=32, image_size=32, patch_size=8)
         model, dim = transformers.ViTModel(config), 16
+    else:  # CLIP: AutoModel gives the two-tower model; features come from get_image_features
+        config = transformers.CLIPConfig(
+            text_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 32, "vocab_size": 64},
+            vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                           "intermediate_size": 32, "image_size": 32, "patch_size": 8},
+            projection_dim=12)
+        model, dim = transformers.CLIPModel(config), 12
     folder = tmp_path / f"tiny-{arch}"
     model.save_pretrained(folder)
     encoder = vision.load_image_encoder(str(folder))

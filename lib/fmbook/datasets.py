@@ -175,7 +175,7 @@ def load_hub_image_dataset(hub_id: str, split: str = "train") -> ImageSet:
         import datasets as hf_datasets  # type: ignore[import-not-found]
     except ImportError as err:
         raise ImportError(f"dataset {hub_id!r} is a hub id: it needs the 'datasets' package "
-                          "(pip install datasets==3.6.0) and access to the Hugging Face hub") from err
+                          "(pip install -r requirements-full.txt) and access to the Hugging Face hub") from err
     data = hf_datasets.load_dataset(hub_id, split=split)
     image_col = next(n for n, f in data.features.items() if type(f).__name__ == "Image")
     label_col = next(n for n, f in data.features.items() if type(f).__name__ == "ClassLabel")

@@ -201,6 +201,16 @@ class EvalConfig:
                 raise EmotionPromptError(f"{name} must be positive, got {getattr(self, name)!r}")
 
 
+def config_for(lm: CausalLM, cfg: EvalConfig, base_few_shot_only: bool = True) -> EvalConfig:
+    """``cfg`` for one model: a model without a chat template (a base model) runs few-shot only
+    when ``base_few_shot_only`` (zero-shot, it continues the text instead of answering)."""
+    from dataclasses import replace
+
+    if lm.has_chat_template or not base_few_shot_only or "few-shot" not in cfg.modes:
+        return cfg
+    return replace(cfg, modes=("few-shot",))
+
+
 def items_for(task: str, seed: int, n_samples: int, n_demos: int) -> tuple[list[ii.Example], list[ii.Example]]:
     """Test examples and the demonstrations of one (task, seed); demos never repeat a test input."""
     t = ii.get_task(task)
