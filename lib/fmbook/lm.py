@@ -397,15 +397,16 @@ class CausalLM:
             texts = [r for _, r in chunk]
             outs = (self._generate_batch_prefix(texts, config) if prefix_cache
                     else self._generate_batch(texts, config))
-            new.update({k: o for (k, _), o in zip(chunk, outs)})
+            batch_out = {k: o for (k, _), o in zip(chunk, outs)}
+            new.update(batch_out)
+            if self.cache and use_cache:  # per batch: an interrupted run keeps what it computed
+                self.cache.put_many(batch_out)
             if progress:
                 print(f"\r  generated {done_rows}/{len(todo)}", end="", flush=True)
         if progress and todo:
             print(flush=True)
         self.stats["seconds"] += time.perf_counter() - start
         self.stats["generated"] += len(todo)
-        if new and self.cache and use_cache:
-            self.cache.put_many(new)
         found.update(new)
         return [found[k] for k in keys]
 

@@ -320,10 +320,11 @@ The *prompts/s* column counts only prompts generated in this run.
     code("""
 if bench_prompts:
     bench_model = lm.load_causal_lm(models[0], dtype=dtype, device=run.device, verbose=False)
-    grid = ep.build_grid(ep.EvalConfig(tasks=tuple(tasks), conditions=("none", "EP02"), modes=tuple(modes),
-                                       n_samples=max(1, bench_prompts // (2 * len(tasks) * len(modes))),
-                                       seeds=(seed,), n_demos=n_demos), chat=bench_model.has_chat_template)
-    prompts = list(grid.prompt)[:bench_prompts]
+    # the first prompts of the real grid in the order the library runs it (sorted by text), so that
+    # the shared prefixes are as long and the groups as large as in the evaluation above
+    grid = ep.build_grid(ep.config_for(bench_model, config, base_few_shot_only), chat=bench_model.has_chat_template)
+    order = sorted(range(len(grid)), key=lambda i: bench_model.render(grid.prompt[i]))
+    prompts = [grid.prompt[i] for i in order[:bench_prompts]]
     decode = lm.DecodeConfig(max_new_tokens=8)
     bench, reference = [], None
     for label, bs, prefix in [("batch 1, plain generate", 1, False), ("batch 8, plain generate", 8, False),
@@ -342,9 +343,11 @@ if bench_prompts:
     del bench_model
 """),
     md("""
-(When `bench_prompts` is set, the table above times the same prompts three ways, without the output
-cache: one prompt at a time with `generate`, batches of 8 with left padding, and batches of 16 with the
-shared-prefix cache; the last column checks that the faster settings give the same greedy answers.
+(When `bench_prompts` is set, the table above times the first prompts of the grid three ways, without
+the output cache: one prompt at a time with `generate`, batches of 8 with left padding, and batches of 16
+with the shared-prefix cache; the last column checks that the faster settings give the same greedy
+answers. The prefix cache pays off in proportion to the number of examples that share a prefix, here
+`n_samples` per task and stimulus.
 The machine's other work makes these wall-clock numbers noisy; CPU seconds per prompt are steadier.)
 
 ## Accuracy per task
@@ -376,6 +379,24 @@ for (model_name, mode), part in acc.groupby(["model", "mode"], sort=False):
     run.stamp(fig, models=[model_name])
 """),
     md("""
+## What the model actually says
+
+Accuracy hides *how* an answer goes wrong. For the first model and the first task, here are the first
+answers under every condition:
+"""),
+    code("""
+first_task = results[(results.model == models[0]) & (results.task == tasks[0])]
+seen = first_task.drop_duplicates(["mode", "condition", "input"])
+show = seen.groupby(["mode", "condition"], sort=False).head(2)[["mode", "condition", "input", "answer", "output", "correct"]]
+display(show.reset_index(drop=True))
+"""),
+    md("""
+Read the outputs before the statistics. Some stimuli are answered *as if they were the question*: a
+small chat model asked "Are you sure?" can reply that it is sure instead of solving the task, and one
+asked for "a confidence score between 0-1" together with our "reply with the answer only" can return the
+score alone. In those cases the stimulus does not motivate the model; it replaces the task. Larger models
+keep the task and the stimulus apart, which is one reason the paper's effect need not carry over.
+
 ## Where the stimuli help and hurt
 
 The heatmap shows, for each task and stimulus, the change in accuracy (percentage points) against the
@@ -623,7 +644,8 @@ for _, r in ours.iterrows():
     run.headline(f"Relative improvement on Instruction Induction, {r['mode']} ({short}, EP avg)",
                  ours=None if np.isnan(ri) else round(float(ri), 1),
                  paper=ep.PAPER["relative_improvement_instruction_induction_%"], unit="%",
-                 note=f"{r['model']}, {r['parameters (B)']:.2f}B parameters; {len(tasks)} generated tasks, "
+                 note=f"{r['model']}, {r['parameters (B)']:.2f}B parameters, original accuracy "
+                      f"{r['original accuracy']:.0%}; {len(tasks)} generated tasks, "
                       f"{n_samples} examples x {len(seeds)} seed(s); paper: 24 tasks, Flan-T5-Large to GPT-4",
                  holds=None if np.isnan(ri) else bool(ri > 0))
 best = ours.iloc[0]
