@@ -22,8 +22,11 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 
 @pytest.fixture(scope="module")
 def site(built_book):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
-    handler.log_message = lambda *a, **k: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built_book))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -101,20 +104,33 @@ def _widget_pages(root: Path) -> list[str]:
             if "application/vnd.jupyter.widget-state+json" in p.read_text()]
 
 
+CONTROLS = ("select", "input", "button", ".lm-TabBar-tab", ".p-TabBar-tab")
+
+
 def test_a_widget_renders_as_an_interactive_element(site, browser):
+    """Some page embeds widgets; they render from the book's own JavaScript and respond to a click."""
     base, root = site
     pages = _widget_pages(root)
     assert pages, "no page of the book embeds widget state"
-    page, _, errors, external = _visit(browser, f"{base}/{pages[0]}")
-    widget = page.locator(".jupyter-widgets.widget-container, .jupyter-widgets").first
-    widget.wait_for(state="visible", timeout=20000)
-    controls = page.locator(".jupyter-widgets select, .jupyter-widgets input, .jupyter-widgets button, .jupyter-widgets .p-TabBar-tab, .jupyter-widgets .lm-TabBar-tab")
-    assert controls.count() > 0, "the widget has no interactive control"
-    assert not external and not errors
-    shots = build_dir() / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shots / "widget-page.png"), full_page=False)
-    page.close()
+    for rel in pages:
+        page, _, errors, external = _visit(browser, f"{base}/{rel}")
+        page.locator(".jupyter-widgets").first.wait_for(state="visible", timeout=20000)
+        assert not external and not errors, (rel, external, errors)
+        tabs = page.locator(".jupyter-widgets .lm-TabBar-tab, .jupyter-widgets .p-TabBar-tab")
+        controls = page.locator(", ".join(f".jupyter-widgets {c}" for c in CONTROLS))
+        if controls.count() == 0:
+            page.close()
+            continue
+        if tabs.count() > 1:  # a tab bar: clicking another tab makes it the current one
+            tabs.nth(1).click()
+            page.wait_for_timeout(300)
+            assert "mod-current" in (tabs.nth(1).get_attribute("class") or ""), rel
+        shots = build_dir() / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "widget-page.png"), full_page=False)
+        page.close()
+        return
+    pytest.fail(f"no widget with an interactive control on any of {pages}")
 
 
 def test_screenshot_of_a_chapter_page(site, browser):

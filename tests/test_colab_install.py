@@ -33,7 +33,9 @@ def test_notebook_alone_installs_the_library_and_runs_at_smoke(tmp_path):
     # A fresh environment that sees the heavy dependencies (torch, transformers, ipykernel) of the
     # book's environment, but not fmbook itself (its editable .pth is not processed from there).
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # --without-pip: pip and setuptools then come from the book's environment too, as on Colab where
+    # they are preinstalled (a venv's own old setuptools would not satisfy torch's requirement).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()

@@ -99,9 +99,13 @@ class Run:
 
     def glue(self, name: str, value: Any, display: bool = False) -> Any:
         """Store ``value`` as a metric and glue it for ``{glue:text}`name``` in the prose."""
-        value = to_jsonable(value) if not hasattr(value, "_repr_html_") and not hasattr(value, "savefig") else value
-        if isinstance(value, (int, float, str, bool, list, dict)) or value is None:
-            self.metrics[name] = value
+        rich = hasattr(value, "_repr_html_") or hasattr(value, "savefig")
+        if not rich:
+            self.metrics[name] = to_jsonable(value)  # NaN is stored as null in the results file
+            if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+                value = value.item()  # numpy/torch scalars: glue "0.5", not "np.float64(0.5)"
+            if value is None:
+                value = float("nan")  # formats as "nan" in {glue:text}`name:.2f` instead of failing
         try:
             from myst_nb import glue as _glue
         except ImportError:  # Colab without myst-nb: the value is still logged

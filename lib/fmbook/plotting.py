@@ -34,6 +34,15 @@ def provenance_line(models: Iterable[str], data: Iterable[str], profile: str, se
 
 
 def stamp_figure(fig, text: str) -> None:
-    """Write ``text`` in small grey type under the figure (kept by ``bbox_inches='tight'``)."""
-    fig.text(0.0, -0.01, text, ha="left", va="top", fontsize=7, color="0.4", wrap=True,
-             transform=fig.transFigure)
+    """Write ``text`` in small grey type under everything the figure draws (axis labels included).
+
+    Call it once the figure is laid out (after ``tight_layout``, if any); ``bbox_inches='tight'``
+    keeps it in the saved image.
+    """
+    try:
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+        y = bbox.y0 / fig.get_figheight() - 0.015
+        x = max(bbox.x0 / fig.get_figwidth(), -0.05)
+    except Exception:  # a backend without a renderer: fall back to just below the figure
+        x, y = 0.0, -0.06
+    fig.text(x, y, text, ha="left", va="top", fontsize=7, color="0.4", wrap=True, transform=fig.transFigure)

@@ -176,6 +176,9 @@ def execute(job: Job, force: bool = False) -> Outcome:
     env[RESULT_PATH_ENV] = str(out_json)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Progress bars would be published as frozen widgets in the static pages: off for runner runs.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cmd = [sys.executable, "-m", "papermill", str(job.source), str(out_nb), "-f", str(staging / "params.yaml"),
            "--cwd", str(job.source.parent), "--kernel", "python3", "--no-progress-bar", "--log-level", "ERROR"]
     t0 = time.perf_counter()
