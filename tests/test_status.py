@@ -25,7 +25,8 @@ def test_status_page_puts_paper_beside_ours_and_lists_every_paper(tmp_path):
     atomic_write_json(tmp_path / "nmtune/full/05_paper_vs_ours.json", gpu)
     atomic_write_json(tmp_path / "nmtune/smoke/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "smoke", []))
     page = status.render_markdown("local", root=tmp_path)
-    assert "| 05_paper_vs_ours | OOD hurts | qualitative | -3.25 points | yes | local | CPU, 2 cores |" in page
+    assert "| OOD hurts | qualitative | -3.25 points | yes | " in page
+    assert "05_paper_vs_ours.ipynb) · local · CPU, 2 cores · 2026-11-24 |" in page  # links the notebook
     assert "NVIDIA H100" in page  # committed GPU results appear beside the local ones
     assert "| nmtune | 05_paper_vs_ours | smoke" not in page  # other CPU profiles are not mixed in
     for paper in PAPERS:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .papers import PAPERS
+from .paths import repo_root
 from .results import iter_results
 
 
@@ -60,6 +61,18 @@ def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = Non
     return rows
 
 
+def _notebook_link(chapter: str, notebook: str) -> str:
+    """A link from the status page to the notebook's page (when that notebook is part of the book)."""
+    root = repo_root()
+    if root is not None and (root / "notebooks" / chapter / f"{notebook}.ipynb").is_file():
+        return f"[{notebook}](../notebooks/{chapter}/{notebook}.ipynb)"
+    return notebook
+
+
+def _produced_by(row: dict[str, Any]) -> str:
+    return f"{_notebook_link(row['chapter'], row['notebook'])} · {row['profile']} · {row['hardware']} · {row['date']}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|") for c in row) + " |"
@@ -86,9 +99,8 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
         mine = [r for r in rows if r["chapter"] == paper.chapter]
         out += [f"## {paper.title}", "", f"{{cite}}`{paper.bibkey}` · arXiv {paper.arxiv}", ""]
         if mine:
-            out.append(_table(["notebook", "claim", "paper", "ours", "holds here", "profile", "hardware", "date"],
-                              [[r["notebook"], r["claim"], r["paper"], r["ours"], r["holds here"], r["profile"],
-                                r["hardware"], r["date"]] for r in mine]))
+            out.append(_table(["claim", "paper", "ours", "holds here", "measured by"],
+                              [[r["claim"], r["paper"], r["ours"], r["holds here"], _produced_by(r)] for r in mine]))
             notes = [f"- *{r['notebook']}*, {r['claim']}: {r['note']}" for r in mine if r["note"]]
             if notes:
                 out += ["", "Notes:", "", *notes]
@@ -102,15 +114,19 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
         mine = [r for r in rows if r["chapter"] == chapter]
         if mine:
             out += [f"## Chapter `{chapter}`", "",
-                    _table(["notebook", "claim", "ours", "profile", "hardware", "date"],
-                           [[r["notebook"], r["claim"], r["ours"], r["profile"], r["hardware"], r["date"]] for r in mine]), ""]
+                    _table(["claim", "ours", "measured by"], [[r["claim"], r["ours"], _produced_by(r)] for r in mine]), ""]
     out += ["## Every executed notebook", "",
             "Execution time, hardware and the commit of each run (as QuantEcon's lectures do).", ""]
     out.append(_table(
         ["chapter", "notebook", "profile", "executed", "time (s)", "hardware", "commit"],
-        [[r["chapter"], r["notebook"], r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
+        [[r["chapter"], _notebook_link(r["chapter"], r["notebook"]), r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
           _seconds(r), _hardware(r), ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])]
          for r in sorted(records, key=lambda r: (r["profile"], r["chapter"], r["notebook"]))]) if records
         else "No notebook has been executed yet.")
+    for profile in shown:
+        times = [t for r in records if r["profile"] == profile and (t := _seconds(r)) is not None]
+        if times:
+            out += ["", f"Total execution time at `{profile}`: {sum(times):.0f} s over {len(times)} notebooks "
+                        "(one after another; `-j 2` runs chapters in parallel)."]
     out.append("")
     return "\n".join(out)
