@@ -19,7 +19,7 @@ from fmbook import profiles, runner
 from fmbook.book import toc_files
 from fmbook.nb import bootstrap_cell
 from fmbook.papers import PAPERS
-from fmbook.paths import build_dir, repo_root
+from fmbook.paths import repo_root
 
 pytestmark = pytest.mark.book
 ROOT = repo_root()

@@ -60,3 +60,23 @@ def test_corrupted_asset_is_detected(tmp_path, monkeypatch):
     (folder / "MANIFEST.json").write_text("{}")
     with pytest.raises(assets.AssetError, match="is corrupted; re-fetch with: python -m fmbook fetch --force fashion-mnist"):
         assets.verify("fashion-mnist")
+
+
+def test_atomic_folder_moves_into_place_only_on_success(tmp_path):
+    from fmbook.paths import atomic_folder
+
+    target = tmp_path / "model"
+    with atomic_folder(target) as staging:
+        (staging / "weights").write_text("v1")
+    assert (target / "weights").read_text() == "v1"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            (staging / "weights").write_text("half written")
+            raise RuntimeError("interrupted")
+    assert (target / "weights").read_text() == "v1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_folder(target, replace=False) as staging:  # someone else's complete copy is kept
+        (staging / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_folder(target, replace=lambda: True) as staging:
+        (staging / "weights").write_text("v3")
+    assert (target / "weights").read_text() == "v3"

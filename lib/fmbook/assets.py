@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .paths import cache_dir
+from .paths import atomic_folder, cache_dir
 
 
 class AssetError(RuntimeError):
@@ -210,10 +210,9 @@ def fetch(name: str, force: bool = False, verbose: bool = True) -> Path:
     final = asset.path()
     if is_ready(name) and not force:
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     start = time.perf_counter()
-    try:
+    # Another process may fetch the same asset meanwhile: keep its complete copy unless forced.
+    with atomic_folder(final, replace=lambda: force or not is_ready(name)) as staging:
         if verbose:
             print(f"fetching asset '{name}' ({asset.size_mb:.0f} MB) from {asset.source} ...", flush=True)
         asset.fetch(asset, staging)
@@ -227,15 +226,6 @@ def fetch(name: str, force: bool = False, verbose: bool = True) -> Path:
             "fetch_seconds": round(time.perf_counter() - start, 1),
         }
         (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
-        if final.exists():
-            if is_ready(name) and not force:  # another process fetched it meanwhile
-                shutil.rmtree(staging, ignore_errors=True)
-                return final
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if verbose:
         print(f"  {name}: ready in {time.perf_counter() - start:.1f} s at {final}", flush=True)
     return final

@@ -31,7 +31,6 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import assets
-from .paths import cache_dir
 
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 GEMMA_PROHIBITED_USE_URL = "https://ai.google.dev/gemma/prohibited_use_policy"

@@ -11,8 +11,7 @@ stimulus words; here a leave-one-word-out measure on the answer's log-likelihood
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Iterable, Sequence
 import torch
 
 from . import assets
-from .paths import cache_dir
+from .paths import atomic_folder, cache_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZE = (None, "int8-dynamic")
@@ -100,9 +98,7 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
     copy = _greedy_ids(fresh, tokenizer, _probe_prompts())
     if reference != copy:
         raise RuntimeError(f"converting '{name}': the copy's greedy outputs differ ({reference} vs {copy})")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target, replace=False) as staging:  # another process may finish first
         fresh.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         import transformers
@@ -113,13 +109,6 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
                 "total_seconds": round(time.perf_counter() - start, 1),
                 "probe_greedy_ids": reference, "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / "CONVERSION.json").write_text(json.dumps(info, indent=2))
-        if target.exists():  # another process finished first
-            shutil.rmtree(staging)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if verbose:
         print(f"  converted in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
     return target

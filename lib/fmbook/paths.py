@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -77,3 +81,27 @@ def cache_dir() -> Path:
 
 def package_dir() -> Path:
     return _PACKAGE_DIR
+
+
+@contextmanager
+def atomic_folder(target: Path, replace: bool | Callable[[], bool] = True) -> Iterator[Path]:
+    """Build a cache folder under a temporary name beside ``target``; rename it into place at the end.
+
+    An error (or an interrupt) inside the block removes the staging folder and leaves ``target`` as
+    it was. If ``target`` exists by the end (an earlier run, or another process that finished
+    first), it is replaced when ``replace`` (or ``replace()``) is true and kept otherwise.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            if not (replace() if callable(replace) else replace):
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

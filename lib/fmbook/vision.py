@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .datasets import ImageSet, fingerprint_arrays
-from .paths import cache_dir
+from .paths import atomic_folder, cache_dir
 
 LOCAL_ARCHITECTURES = ("tiny-resnet",)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -324,21 +322,13 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
 
 
 def _save_trained(folder: Path, trained: TrainedEncoder) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         torch.save({"encoder": trained.encoder.state_dict(), "classifier": trained.classifier.state_dict()},
                    staging / "weights.pt")
         meta = {"config": asdict(trained.config), "key": trained.key, "history": trained.history,
                 "seconds": trained.seconds, "info": trained.info,
                 "num_classes": trained.classifier.out_features}
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _load_trained(folder: Path, config: EncoderConfig, key: str, device: str) -> TrainedEncoder:

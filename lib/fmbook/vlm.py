@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 
 from . import vision
 from .datasets import ImageSet, fingerprint_arrays
-from .paths import cache_dir
+from .paths import atomic_folder, cache_dir
 
 OFFLINE_NAME = "fmbook/lit-fashion-minilm"
 OFFLINE_VLMS = (OFFLINE_NAME,)
@@ -402,19 +400,11 @@ def train_lit(train: ImageSet, config: LiTConfig, text: TextTower, eval_set: Ima
 
 
 def _save_lit(folder: Path, model: LiTModel) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         torch.save(model.tower.state_dict(), staging / "weights.pt")
         meta = {"config": asdict(model.config), "key": model.key, "classes": list(model.classes),
                 "history": model.history, "seconds": model.seconds, "info": model.info}
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _load_lit(folder: Path, config: LiTConfig, text: TextTower, classes: Sequence[str], key: str,
