@@ -39,7 +39,14 @@ def test_notebook_alone_installs_the_library_and_runs_at_smoke(tmp_path):
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "book_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # A view of the book's site-packages without fmbook itself (an editable install leaves an
+    # fmbook/_chapters folder there, which would import as a namespace package).
+    deps = tmp_path / "book_deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.lower().startswith(("fmbook", "_editable_impl_fmbook", "__editable__")):
+            (deps / entry.name).symlink_to(entry)
+    Path(site, "book_deps.pth").write_text(str(deps) + "\n")
     probe = subprocess.run([str(python), "-c", "import fmbook"], capture_output=True, text=True)
     assert probe.returncode != 0, "the fresh environment must not see fmbook before the notebook installs it"
 
