@@ -36,6 +36,8 @@ def build_notebook(chapter: str, notebook: str, parameters: str, cells: list, ti
     nb = nbformat.v4.new_notebook()
     nb.cells = [*head, code(parameters, tags=["parameters"]),
                 code(bootstrap_cell(chapter, notebook), tags=["hide-input"]), *cells]
+    for index, cell in enumerate(nb.cells):  # stable ids: regenerating a notebook changes nothing
+        cell.id = f"{notebook[:2]}-{index:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb

@@ -11,6 +11,7 @@ stimulus words; here a leave-one-word-out measure on the answer's log-likelihood
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -254,6 +255,28 @@ def evaluate(lm: CausalLM, cfg: EvalConfig, progress: bool = False,
     grid["model"] = lm.name
     return grid.drop(columns=["_example"])
 
+
+def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_only: bool = True,
+                    dtype: str = "float32", device: str = "cpu",
+                    progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+    """:func:`evaluate` every model in turn (each loaded, evaluated, released).
+
+    Returns the concatenated answers and one record per model: its ``info()``, the prompts answered,
+    how many were generated now or came from the output cache, and the seconds it took.
+    """
+    from .lm import load_causal_lm
+
+    frames, records = [], []
+    for name in model_names:
+        model = load_causal_lm(name, dtype=dtype, device=device)
+        started = time.perf_counter()
+        frames.append(evaluate(model, config_for(model, cfg, base_few_shot_only), progress=progress))
+        stats = dict(model.stats)
+        records.append({"name": name, "info": model.info(), "prompts": len(frames[-1]),
+                        "generated": stats["generated"], "cached": stats["cached"],
+                        "generate_seconds": stats["seconds"], "seconds": time.perf_counter() - started})
+        del model
+    return pd.concat(frames, ignore_index=True), records
 
 # ------------------------------------------------------------------------------------------
 # Statistics

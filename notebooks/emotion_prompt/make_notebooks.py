@@ -288,22 +288,16 @@ config = ep.EvalConfig(tasks=tuple(tasks), conditions=tuple(conditions), modes=t
 run.uses_data("instruction-induction-generated", source="fmbook.instruction_induction",
               tasks=list(tasks), n_samples=n_samples, seeds=list(seeds))
 run.log(eval_config=ep.config_dict(config))
-frames, speed = [], []
-for name in models:
-    model = lm.load_causal_lm(name, dtype=dtype, device=run.device)
-    info = model.info()
-    run.uses_model(name, **{k: v for k, v in info.items() if k not in ("name", "model_id")}, resolved_id=info["model_id"])
-    model_config = ep.config_for(model, config, base_few_shot_only)
-    started = time.perf_counter()
-    frames.append(ep.evaluate(model, model_config, progress=True))
-    seconds = time.perf_counter() - started
-    s = model.stats
-    speed.append({"model": name, "prompts": len(frames[-1]), "generated now": s["generated"],
-                  "from the output cache": s["cached"], "seconds": seconds,
-                  "prompts/s (generated)": s["generated"] / s["seconds"] if s["seconds"] else np.nan,
+results, per_model = ep.evaluate_models(models, config, base_few_shot_only, dtype=dtype, device=run.device,
+                                        progress=True)
+speed = []
+for m in per_model:
+    info = m["info"]
+    run.uses_model(m["name"], **{k: v for k, v in info.items() if k not in ("name", "model_id")}, resolved_id=info["model_id"])
+    speed.append({"model": m["name"], "prompts": m["prompts"], "generated now": m["generated"],
+                  "from the output cache": m["cached"], "seconds": m["seconds"],
+                  "prompts/s (generated)": m["generated"] / m["generate_seconds"] if m["generate_seconds"] else np.nan,
                   "load s": info["load_seconds"]})
-    del model
-results = pd.concat(frames, ignore_index=True)
 speed = pd.DataFrame(speed)
 display(speed.style.format({"seconds": "{:.1f}", "prompts/s (generated)": "{:.2f}", "load s": "{:.1f}"}))
 run.log(speed=speed.to_dict("records"))
@@ -601,23 +595,19 @@ import pandas as pd
 from IPython.display import display
 
 from fmbook import emotion_prompt as ep
-from fmbook import lm
 
 config = ep.EvalConfig(tasks=tuple(tasks), conditions=tuple(conditions), modes=tuple(modes),
                        n_samples=n_samples, seeds=tuple(seeds), n_demos=n_demos,
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
 run.uses_data("instruction-induction-generated", source="fmbook.instruction_induction",
               tasks=list(tasks), n_samples=n_samples, seeds=list(seeds))
-frames, sizes = [], {}
-for name in models:
-    model = lm.load_causal_lm(name, dtype=dtype, device=run.device)
-    info = model.info()
-    run.uses_model(name, **{k: v for k, v in info.items() if k not in ("name", "model_id")}, resolved_id=info["model_id"])
-    sizes[name] = info["parameters_M"] / 1000
-    frames.append(ep.evaluate(model, ep.config_for(model, config, base_few_shot_only)))
-    run.log(**{f"cache_hits_{name}": model.stats["cached"], f"generated_{name}": model.stats["generated"]})
-    del model
-results = pd.concat(frames, ignore_index=True)
+results, per_model = ep.evaluate_models(models, config, base_few_shot_only, dtype=dtype, device=run.device)
+sizes = {}
+for m in per_model:
+    info = m["info"]
+    run.uses_model(m["name"], **{k: v for k, v in info.items() if k not in ("name", "model_id")}, resolved_id=info["model_id"])
+    sizes[m["name"]] = info["parameters_M"] / 1000
+    run.log(**{f"cache_hits_{m['name']}": m["cached"], f"generated_{m['name']}": m["generated"]})
 summary = ep.summary(results)
 """),
     md("""

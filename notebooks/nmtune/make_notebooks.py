@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 
-from fmbook.authoring import build_notebook, code, md
+from fmbook.authoring import code, md, write_notebook
 
 HERE = Path(__file__).resolve().parent
 CHAPTER = "nmtune"
@@ -729,11 +728,7 @@ def main() -> None:
         "05_paper_vs_ours": (common + TRANSFER_PARAMS, NB05),
     }
     for name, (params, cells) in notebooks.items():
-        notebook = build_notebook(CHAPTER, name, params.strip("\n"), cells)
-        for i, cell in enumerate(notebook.cells):  # stable ids: regenerating changes nothing
-            cell.id = f"{name[:2]}-{i:02d}"
-        nbformat.validate(notebook)
-        nbformat.write(notebook, str(HERE / f"{name}.ipynb"))
+        write_notebook(HERE / f"{name}.ipynb", CHAPTER, name, params.strip("\n"), cells)
         print("wrote", HERE / f"{name}.ipynb")
 
 
