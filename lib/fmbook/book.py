@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .atlas import write_related_includes
 from .paths import build_dir, repo_root
 from .profiles import check_profile
 from .runner import executed_path
@@ -75,19 +76,8 @@ def stage(profile: str) -> Path:
         raise BookError(f"not executed at profile '{profile}': {', '.join(missing)}; run first: "
                         f"python -m fmbook run --profile {profile}")
     (target / STATUS_PAGE).write_text(render_markdown(profile))
-    _generate_extras(target, profile)
+    write_related_includes(target / "book", profile)  # "related work" lists of the landing pages
     return target
-
-
-def _generate_extras(target: Path, profile: str) -> None:
-    """Pages or includes that chapters generate from their results (e.g. related-work lists)."""
-    try:
-        from . import atlas
-    except ImportError:
-        return
-    writer = getattr(atlas, "write_related_includes", None)
-    if writer is not None:
-        writer(target / "book", profile)
 
 
 def build(profile: str = "local", strict: bool = True) -> Path:
