@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def mini_book(tmp_path, monkeypatch):
     """A book with one chapter 'demo' of two notebooks; FMBOOK_ROOT points at it."""
-    from fmbook.authoring import code, md, write_notebook
+    from fmbook.book.authoring import code, md, write_notebook
 
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nchapters:\n"
@@ -43,7 +43,7 @@ def mini_book(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def smoke_run():
     """Every notebook of every chapter executed at the smoke profile (skips unchanged ones)."""
-    from fmbook import runner
+    from fmbook.book import runner
 
     outcomes = runner.run([], profile="smoke", jobs=2)
     failed = [o.message for o in outcomes if o.status not in ("ran", "skipped")]
@@ -54,6 +54,6 @@ def smoke_run():
 @pytest.fixture(scope="session")
 def built_book(smoke_run):
     """The HTML book built strictly (-W -n) from the smoke run; returns the folder of index.html."""
-    from fmbook.book import build
+    from fmbook.book.build import build
 
     return build(profile="smoke")

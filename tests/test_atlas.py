@@ -346,7 +346,7 @@ def test_related_markdown_and_placeholder(small_result):
 
 
 def test_write_related_includes_reads_results_and_links_only_toc_pages(small_result, tmp_path):
-    from fmbook.results import atomic_write_json
+    from fmbook.book.results import atomic_write_json
 
     results = tmp_path / "results"
     atomic_write_json(results / "atlas" / "smoke" / "02_map.json",

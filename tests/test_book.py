@@ -15,11 +15,13 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from fmbook import profiles, runner
-from fmbook.book import toc_files
-from fmbook.nb import bootstrap_cell
-from fmbook.papers import PAPERS
-from fmbook.paths import repo_root
+from fmbook.book import profiles
+
+from fmbook.book import runner
+from fmbook.book.build import toc_files
+from fmbook.book.nb import bootstrap_cell
+from fmbook.book.registry import PAPERS
+from fmbook.core.paths import repo_root
 
 pytestmark = pytest.mark.book
 ROOT = repo_root()

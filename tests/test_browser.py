@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fmbook import profiles
-from fmbook.paths import build_dir
+from fmbook.book import profiles
+from fmbook.core.paths import build_dir
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,7 +10,9 @@ import pytest
 
 matplotlib.use("Agg")
 
-from fmbook import assets, catalog  # noqa: E402
+from fmbook.core import assets
+
+from fmbook import catalog  # noqa: E402
 
 
 def test_asset_table_has_one_row_per_asset_with_registry_facts():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fmbook import assets, cli
+from fmbook.core import assets
+
+from fmbook.book import cli
 
 
 def test_params_command_lists_parameters_and_profiles(mini_book, capsys):
@@ -63,7 +65,7 @@ def test_corrupted_asset_is_detected(tmp_path, monkeypatch):
 
 
 def test_atomic_folder_moves_into_place_only_on_success(tmp_path):
-    from fmbook.paths import atomic_folder
+    from fmbook.core.paths import atomic_folder
 
     target = tmp_path / "model"
     with atomic_folder(target) as staging:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fmbook.paths import repo_root
+from fmbook.core.paths import repo_root
 
 ROOT = repo_root()
 NOTEBOOK = "nmtune/01_noisy_pretraining"  # a notebook that also exercises the data assets

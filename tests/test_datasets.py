@@ -1,11 +1,11 @@
-"""fmbook.datasets: shapes, checksums, determinism of the splits and the style shifts."""
+"""fmbook.core.datasets: shapes, checksums, determinism of the splits and the style shifts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fmbook import datasets as ds
+from fmbook.core import datasets as ds
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fmbook import emotion_prompt as ep
-from fmbook import instruction_induction as ii
+from fmbook.emotion_prompt import instruction_induction as ii
 
 
 def test_eleven_stimuli_verbatim_and_groups():
@@ -118,7 +118,7 @@ def tiny_lm(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from fmbook import lm
+    from fmbook.core import lm
 
     folder = tmp_path_factory.mktemp("tiny-ep")
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))

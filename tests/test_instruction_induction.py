@@ -3,7 +3,7 @@ hand-made cases, wrong answers fail."""
 
 import pytest
 
-from fmbook import instruction_induction as ii
+from fmbook.emotion_prompt import instruction_induction as ii
 
 REQUIRED = ["sum", "diff", "first_word_letter", "second_word_letter", "letters_list", "num_to_verbal",
             "orthography_starts_with", "singular_to_plural", "larger_animal", "taxonomy_animal",

@@ -7,7 +7,9 @@ import os
 import pytest
 import torch
 
-from fmbook import assets, lm
+from fmbook.core import assets
+
+from fmbook.core import lm
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")

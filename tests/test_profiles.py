@@ -2,7 +2,7 @@
 
 import pytest
 
-from fmbook import profiles as P
+from fmbook.book import profiles as P
 
 
 def test_parse_parameters_reads_literals_types_and_help():

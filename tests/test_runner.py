@@ -7,8 +7,12 @@ import os
 
 import pytest
 
-from fmbook import nb, results, runner
-from fmbook.profiles import ParameterError
+from fmbook.book import nb
+
+from fmbook.book import results
+
+from fmbook.book import runner
+from fmbook.book.profiles import ParameterError
 
 PROVENANCE_FIELDS = {"chapter", "notebook", "profile", "parameters", "parameter_sources", "models", "data",
                      "metrics", "headlines", "started_at", "duration_s", "provenance", "runner", "device"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fmbook import book, status
-from fmbook.papers import PAPERS
-from fmbook.results import atomic_write_json
+from fmbook.book import build as book
+
+from fmbook.book import status
+from fmbook.book.registry import PAPERS
+from fmbook.book.results import atomic_write_json
 
 
 def _record(chapter, notebook, profile, headlines, seconds=12.5):

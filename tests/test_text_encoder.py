@@ -1,4 +1,4 @@
-"""fmbook.text_encoder: loading by asset name / folder / hub id, and the embedding cache.
+"""fmbook.core.text_encoder: loading by asset name / folder / hub id, and the embedding cache.
 
 The folder path (the same code as a hub id, minus the download) is tested with a tiny randomly
 initialised BERT sentence-transformer saved to a temporary folder; the real offline asset is tested
@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmbook import assets, text_encoder as te
+from fmbook.core import assets
+
+from fmbook.core import text_encoder as te
 
 WORDS = ["the", "model", "paper", "language", "federated", "learning", "image", "noise", "label",
          "emotion", "prompt", "culture", "a", "of", "and", "on", "with", "clip"]

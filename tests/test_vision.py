@@ -1,4 +1,4 @@
-"""fmbook.vision: bit-for-bit reproducible training, the weight cache, features, hub backbones."""
+"""fmbook.core.vision: bit-for-bit reproducible training, the weight cache, features, hub backbones."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmbook import datasets as ds
-from fmbook import vision
+from fmbook.core import datasets as ds
+from fmbook.core import vision
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""fmbook.vlm: CLIP's loss, the locked text tower, the temperature, zero-shot, caching, the hub path.
+"""fmbook.core.vlm: CLIP's loss, the locked text tower, the temperature, zero-shot, caching, the hub path.
 
 The text tower here is a tiny bag-of-words stand-in (random word vectors, fixed by a hash of the word):
 a randomly initialised model is allowed inside unit tests. The images are synthetic bars and boxes.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmbook import vlm
-from fmbook.datasets import ImageSet
+from fmbook.core import vlm
+from fmbook.core.datasets import ImageSet
 
 # --------------------------------------------------------------------------- helpers
 

@@ -10,7 +10,7 @@ Pipeline (each step a plain function, the notebooks of ``notebooks/atlas/`` only
    (a title line, then its abstract line, with a little web-page boilerplate around).
 2. :func:`deduplicate` merges entries that are the same paper (same arXiv id, same normalised title
    or same normalised abstract opening) into one table of papers (:func:`papers_frame`).
-3. The texts are embedded by :mod:`fmbook.text_encoder`; :func:`choose_k` picks the number of
+3. The texts are embedded by :mod:`fmbook.core.text_encoder`; :func:`choose_k` picks the number of
    k-means clusters by silhouette, :func:`stability` measures how much the clustering depends on
    the seed (adjusted Rand index), :func:`cluster_names` names clusters by class-based TF-IDF,
    :func:`project_2d` draws the map, :func:`chapter_neighbours` lists each chapter's neighbours.
@@ -298,7 +298,7 @@ def parse_listing(path: str | Path, fmt: str | None = None) -> ParsedListing:
 
 def seeds_dir() -> Path:
     """The book's own copy of the seed listings (``data/seeds``)."""
-    from .paths import repo_root
+    from fmbook.core.paths import repo_root
 
     root = repo_root()
     candidates = [root / "data" / "seeds"] if root is not None else []
@@ -1120,7 +1120,7 @@ ATLAS_DOCS = ("notebooks/atlas/02_map", "book/chapters/atlas")  # link targets, 
 
 def related_from_results(profile: str, root: str | Path | None = None) -> dict[str, Any] | None:
     """``related_work`` (and the encoder) from ``results/atlas/<profile>/02_map.json``; None if absent."""
-    from .results import result_path
+    from fmbook.book.results import result_path
 
     path = result_path("atlas", profile, RESULT_NOTEBOOK, Path(root) if root else None)
     if not path.is_file():

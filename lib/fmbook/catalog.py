@@ -1,6 +1,6 @@
 """The book's models and data, described and measured: the appendix chapter ``models_and_data``.
 
-Registry facts come from :mod:`fmbook.assets`; everything else is measured on the machine that runs
+Registry facts come from :mod:`fmbook.core.assets`; everything else is measured on the machine that runs
 the notebook: the size on disk, the load time from a *cold* start and from the cache, a sample output,
 and throughputs. What "cold" means differs by asset and is said in each result:
 
@@ -10,7 +10,7 @@ and throughputs. What "cold" means differs by asset and is said in each result:
 * a sentence encoder: a fresh Python process that imports torch and sentence-transformers and loads
   the model, versus loading it again in a process that has already done so.
 * a causal LM: the one-time dequantizing GGUF load (recorded in ``CONVERSION.json`` when
-  :func:`fmbook.lm.convert_gguf` made the cached safetensors copy, or re-measured on request) versus
+  :func:`fmbook.core.lm.convert_gguf` made the cached safetensors copy, or re-measured on request) versus
   loading that cached copy.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import assets
+from fmbook.core import assets
 
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 GEMMA_PROHIBITED_USE_URL = "https://ai.google.dev/gemma/prohibited_use_policy"
@@ -81,7 +81,7 @@ def _scratch_cache(asset_names: Sequence[str]) -> Iterator[Path]:
 
 _FASHION_SCRIPT = """
 import json, time
-from fmbook.datasets import load_fashion_mnist
+from fmbook.core.datasets import load_fashion_mnist
 t0 = time.perf_counter()
 train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
 print("FMBOOK-TIMES" + json.dumps({"s": time.perf_counter() - t0, "n_train": len(train), "n_test": len(test)}))
@@ -115,7 +115,7 @@ _COLD_ENCODER_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
 import torch, sentence_transformers
-from fmbook.text_encoder import load_sentence_encoder
+from fmbook.core.text_encoder import load_sentence_encoder
 t1 = time.perf_counter()
 load_sentence_encoder(sys.argv[1])
 t2 = time.perf_counter()
@@ -125,7 +125,7 @@ print("FMBOOK-TIMES" + json.dumps({"import_s": t1 - t0, "load_s": t2 - t1}))
 
 def time_sentence_encoder_load(name: str = "all-MiniLM-L6-v2") -> tuple[Any, dict[str, Any]]:
     """Load a sentence encoder in a fresh process (cold) and then here (cached); return it and times."""
-    from .text_encoder import load_sentence_encoder
+    from fmbook.core.text_encoder import load_sentence_encoder
 
     cold = _timed_subprocess(_COLD_ENCODER_SCRIPT, name)
     load_sentence_encoder(name)  # imports done, files read once in this process
@@ -140,7 +140,7 @@ def time_sentence_encoder_load(name: str = "all-MiniLM-L6-v2") -> tuple[Any, dic
 
 def conversion_record(name: str) -> dict[str, Any] | None:
     """``CONVERSION.json`` of a causal-LM asset's cached safetensors copy (converting it first if needed)."""
-    from .lm import convert_gguf
+    from fmbook.core.lm import convert_gguf
 
     path = convert_gguf(name, verbose=False) / "CONVERSION.json"  # returns at once when converted
     return json.loads(path.read_text()) if path.is_file() else None
@@ -160,7 +160,7 @@ def time_gguf_load(name: str) -> float:
 
 
 def lm_load_times(lm_model: Any, remeasure_cold: bool = False) -> dict[str, Any]:
-    """Cold (GGUF) and cached (safetensors copy) load times of a loaded :class:`fmbook.lm.CausalLM`."""
+    """Cold (GGUF) and cached (safetensors copy) load times of a loaded :class:`fmbook.core.lm.CausalLM`."""
     record = conversion_record(lm_model.name) or {}
     if remeasure_cold:
         cold, when = time_gguf_load(lm_model.name), "measured now"
@@ -198,7 +198,7 @@ PARAPHRASE_EXAMPLE = (
 
 def paraphrase_ranking(encoder: Any, sentences: Sequence[str] = PARAPHRASE_EXAMPLE) -> list[dict[str, Any]]:
     """Cosine similarity of the first sentence to each of the others, best first."""
-    from .text_encoder import embed
+    from fmbook.core.text_encoder import embed
 
     vectors = embed(list(sentences), encoder, normalize=True).vectors
     rows = [{"sentence": s, "cosine": float(vectors[0] @ v)} for s, v in zip(sentences[1:], vectors[1:])]
@@ -229,7 +229,7 @@ def embedding_throughput(encoder: Any, n: int = 256, batch_size: int = 32, seed:
     """
     import torch
 
-    from .text_encoder import embed
+    from fmbook.core.text_encoder import embed
 
     texts = throughput_sentences(n, seed)
     previous = torch.get_num_threads()
@@ -245,8 +245,8 @@ def embedding_throughput(encoder: Any, n: int = 256, batch_size: int = 32, seed:
 
 
 def image_encoder_throughput(encoder: Any, images: np.ndarray, batch_size: int = 1024) -> dict[str, Any]:
-    """Images per second of a frozen image encoder (:func:`fmbook.vision.extract_features`, 1 thread)."""
-    from .vision import extract_features
+    """Images per second of a frozen image encoder (:func:`fmbook.core.vision.extract_features`, 1 thread)."""
+    from fmbook.core.vision import extract_features
 
     extract_features(encoder, images[:batch_size], batch_size)  # warm-up
     start = time.perf_counter()

@@ -4,7 +4,7 @@ arXiv 2309.17002).
 Three parts, in the order of the paper:
 
 1. **Noisy pre-training** (paper section 2.1): :func:`inject_symmetric_noise` flips a share of the
-   pre-training labels; :func:`pretrain_noisy_encoder` trains a :mod:`fmbook.vision` encoder on them.
+   pre-training labels; :func:`pretrain_noisy_encoder` trains a :mod:`fmbook.core.vision` encoder on them.
 2. **Feature spectrum** (section 2.3): :func:`spectrum_metrics` -- singular value entropy (SVE) and
    largest singular value ratio (LSVR) of the frozen features.
 3. **NMTune** (section 3): :class:`NMTuneHead` and :func:`train_head`, which also trains the two
@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import datasets as ds
-from .vision import EncoderConfig, TrainedEncoder, cached_features, deterministic, train_encoder
+from fmbook.core import datasets as ds
+from fmbook.core.vision import EncoderConfig, TrainedEncoder, cached_features, deterministic, train_encoder
 
 # =========================================================================== 1. label noise
 
@@ -465,7 +465,7 @@ class TransferSetup:
     Out-of-domain (OOD) -- shifted inputs:
       ``digits``: scikit-learn's handwritten digits (a head trained and tested on digits);
       ``invert``, ``sketch``, ``blur``, ``rotate``: the ``fmnist-10`` head evaluated on style-shifted
-      test images (:data:`fmbook.datasets.STYLE_SHIFTS`), as ImageNet-R/-Sketch are used in the paper.
+      test images (:data:`fmbook.core.datasets.STYLE_SHIFTS`), as ImageNet-R/-Sketch are used in the paper.
     The Fashion-MNIST *test* split is halved once (seed :data:`DOWNSTREAM_SPLIT_SEED`): heads train on
     one half and are evaluated on the other. Full profile: ``id_dataset`` is a hub id (e.g.
     ``uoft-cs/cifar10``; its train split feeds the head, its test split the evaluation) and the
@@ -557,13 +557,13 @@ def _tasks_identity(tasks: list[Task]) -> list:
 def cached_head_scores(encoder: TrainedEncoder, tasks: list[Task], config: NMTuneConfig | LinearProbeConfig,
                        method: str | None = None, device: str = "cpu") -> dict[str, float]:
     """:func:`evaluate_heads`, cached as JSON under ``cache_dir()/heads/`` keyed by the encoder, the
-    tasks' data, the head config and method, and the code of this module and :mod:`fmbook.vision`."""
+    tasks' data, the head config and method, and the code of this module and :mod:`fmbook.core.vision`."""
     import hashlib
     import json
     from pathlib import Path
 
-    from .paths import cache_dir
-    from .vision import code_version
+    from fmbook.core.paths import cache_dir
+    from fmbook.core.vision import code_version
 
     own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     payload = {"encoder": encoder.key, "tasks": _tasks_identity(tasks), "config": asdict(config),

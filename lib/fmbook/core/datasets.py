@@ -6,7 +6,7 @@ Everything here is deterministic: the same call returns the same bytes on every 
 Sources
 -------
 ``fashion-mnist``
-    The offline asset of the same name (:func:`fmbook.assets.require`): Zalando's idx files, decoded
+    The offline asset of the same name (:func:`fmbook.core.assets.require`): Zalando's idx files, decoded
     once into ``cache_dir()/datasets/fashion-mnist-<sha>.npz``.
 ``digits``
     scikit-learn's 1,797 handwritten digits (8x8, values 0..16), upsampled to 28x28 the MNIST way
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import assets
-from .paths import cache_dir
+from fmbook.core import assets
+from fmbook.core.paths import cache_dir
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -1,6 +1,6 @@
 """Execute chapter notebooks with papermill at a profile, skipping what has not changed.
 
-For each notebook the runner resolves its parameters (:mod:`fmbook.profiles`), hashes its inputs
+For each notebook the runner resolves its parameters (:mod:`fmbook.book.profiles`), hashes its inputs
 (notebook source, resolved parameters, library code), and skips it when the last successful run had
 the same hash. Otherwise papermill executes it in a subprocess into a staging folder; only when the
 notebook finished *and* wrote its results file are the executed copy and the results moved into
@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 import yaml
 
-from . import profiles as P
-from .nb import RESULT_PATH_ENV
-from .paths import build_dir, package_dir
-from .results import atomic_write_json, load, result_path
+from fmbook.book import profiles as P
+from fmbook.book.nb import RESULT_PATH_ENV
+from fmbook.core.paths import build_dir, package_dir
+from fmbook.book.results import atomic_write_json, load, result_path
 
 DEFAULT_ESTIMATE_S = {"smoke": 20.0, "local": 120.0, "full": 600.0}
 

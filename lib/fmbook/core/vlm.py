@@ -3,7 +3,7 @@
 No CLIP-like model installs offline, so the book makes one (``"fmbook/lit-fashion-minilm"``):
 
 * **text tower**: the *frozen* all-MiniLM-L6-v2 sentence encoder (offline asset, 384-d, L2-normalised);
-* **image tower**: :class:`fmbook.vision.TinyResNet` (trained from scratch) and a linear projection
+* **image tower**: :class:`fmbook.core.vision.TinyResNet` (trained from scratch) and a linear projection
   into the text tower's 384-d space, L2-normalised;
 * **objective**: CLIP's symmetric InfoNCE loss (Radford et al., 2021) with a learnable temperature,
   stored as ``logit_scale = log(1/T)``, initialised at ``1/T = 1/0.07`` and clamped to ``[0, log 100]``
@@ -18,7 +18,7 @@ No CLIP-like model installs offline, so the book makes one (``"fmbook/lit-fashio
 :func:`train_lit` trains bit-for-bit reproducibly on CPU (one thread, deterministic algorithms,
 seeded order) and caches under ``cache_dir()/vlm/<key>``, where the key hashes the config, the
 training and evaluation data, the text tower's identity and its caption vectors, the code of this
-module and of :mod:`fmbook.vision`, and the torch version. :func:`load_vlm` takes the offline name
+module and of :mod:`fmbook.core.vision`, and the torch version. :func:`load_vlm` takes the offline name
 (trains or loads ours) or a hub id / folder (``openai/clip-vit-base-patch32``), which goes through
 ``transformers.CLIPModel`` and ``CLIPProcessor``. Both give :class:`VisionLanguageModel`:
 ``encode_images``, ``encode_texts``, ``logit_scale``, and :func:`zero_shot_classify` with CLIP's
@@ -39,9 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import vision
-from .datasets import ImageSet, fingerprint_arrays
-from .paths import atomic_folder, cache_dir
+from fmbook.core import vision
+from fmbook.core.datasets import ImageSet, fingerprint_arrays
+from fmbook.core.paths import atomic_folder, cache_dir
 
 OFFLINE_NAME = "fmbook/lit-fashion-minilm"
 OFFLINE_VLMS = (OFFLINE_NAME,)
@@ -74,7 +74,7 @@ class VLMError(ValueError):
 
 
 def code_version() -> str:
-    """Hash of this module, of :mod:`fmbook.vision` (the image encoder) and the torch version."""
+    """Hash of this module, of :mod:`fmbook.core.vision` (the image encoder) and the torch version."""
     return hashlib.sha256(Path(__file__).read_bytes() + vision.code_version().encode()
                           + torch.__version__.encode()).hexdigest()[:12]
 
@@ -135,7 +135,7 @@ class TextTower(Protocol):
 
 
 class SentenceTextTower:
-    """A :class:`fmbook.text_encoder.SentenceEncoder` as a frozen text tower (embeddings cached)."""
+    """A :class:`fmbook.core.text_encoder.SentenceEncoder` as a frozen text tower (embeddings cached)."""
 
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
@@ -143,7 +143,7 @@ class SentenceTextTower:
         self.dim = int(encoder.dim)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        from .text_encoder import embed
+        from fmbook.core.text_encoder import embed
 
         return embed(list(texts), self.encoder, normalize=True).vectors
 
@@ -153,7 +153,7 @@ class SentenceTextTower:
 
 def load_text_tower(name_or_hub_id: str = "all-MiniLM-L6-v2") -> SentenceTextTower:
     """The frozen text tower: an offline sentence-encoder asset or a hub id (sentence-transformers)."""
-    from .text_encoder import load_sentence_encoder
+    from fmbook.core.text_encoder import load_sentence_encoder
 
     return SentenceTextTower(load_sentence_encoder(name_or_hub_id))
 
@@ -419,7 +419,7 @@ def _load_lit(folder: Path, config: LiTConfig, text: TextTower, classes: Sequenc
 
 def fashion_mnist_splits(config: LiTConfig) -> tuple[ImageSet, ImageSet]:
     """The training subset and the per-epoch evaluation subset that :func:`load_vlm` uses."""
-    from .datasets import load_fashion_mnist, stratified_subsample
+    from fmbook.core.datasets import load_fashion_mnist, stratified_subsample
 
     train = stratified_subsample(load_fashion_mnist("train"), config.train_per_class, config.data_seed)
     evaluation = stratified_subsample(load_fashion_mnist("test"), config.eval_per_class, config.data_seed)

@@ -7,7 +7,9 @@ import sys
 
 import yaml
 
-from . import assets, profiles
+from fmbook.core import assets
+
+from fmbook.book import profiles
 
 
 def _parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -49,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            from .runner import run
+            from fmbook.book.runner import run
 
             outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
                            jobs=args.jobs, force=args.force)
             return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
         if args.command == "book":
-            from .book import build
+            from fmbook.book.build import build
 
             html = build(profile=args.profile)
             print(f"The book is at {html / 'index.html'}")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 assets.fetch(name, force=args.force)
             return 0
         if args.command == "status":
-            from .status import status_rows
+            from fmbook.book.status import status_rows
 
             for row in status_rows():
                 print(" | ".join(str(v) for v in row.values()))

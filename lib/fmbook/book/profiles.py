@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .paths import chapters_dir
+from fmbook.core.paths import chapters_dir
 
 PROFILES = ("smoke", "local", "full")
 RUNNER_FLAG = "fmbook_runner"  # injected by the runner: parameters are already resolved

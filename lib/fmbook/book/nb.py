@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import profiles as _profiles
-from .plotting import apply_style, provenance_line, stamp_figure
-from .results import atomic_write_json, provenance, result_path, to_jsonable
-from .seeding import has_gpu, seed_everything, select_device
+from fmbook.book import profiles as _profiles
+from fmbook.core.plotting import apply_style, provenance_line, stamp_figure
+from fmbook.book.results import atomic_write_json, provenance, result_path, to_jsonable
+from fmbook.core.seeding import has_gpu, seed_everything, select_device
 
 RESULT_PATH_ENV = "FMBOOK_RESULT_PATH"  # set by the runner: where finish() writes (staging)
 DEFAULT_PIP_SPEC = "fmbook @ git+https://github.com/fmbook-authors/enhancing-foundation-models"
@@ -36,7 +36,7 @@ except ImportError:
     import os, subprocess, sys
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
                            os.environ.get("FMBOOK_PIP_SPEC", "{pip_spec}")])
-from fmbook import nb
+from fmbook.book import nb
 run = nb.start(globals(), chapter="{chapter}", notebook="{notebook}")'''
 
 

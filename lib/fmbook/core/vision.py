@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .datasets import ImageSet, fingerprint_arrays
-from .paths import atomic_folder, cache_dir
+from fmbook.core.datasets import ImageSet, fingerprint_arrays
+from fmbook.core.paths import atomic_folder, cache_dir
 
 LOCAL_ARCHITECTURES = ("tiny-resnet",)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

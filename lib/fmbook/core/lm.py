@@ -3,7 +3,7 @@ log-likelihood scoring, an on-disk cache of model outputs, and throughput measur
 
 Shared by the prompting chapters (EmotionPrompt, arXiv 2307.11760; its follow-up 2312.11111).
 
-Loading an offline asset (:mod:`fmbook.assets`) is done once with transformers' GGUF reader
+Loading an offline asset (:mod:`fmbook.core.assets`) is done once with transformers' GGUF reader
 (``from_pretrained(folder, gguf_file="model.gguf")``), which dequantizes every tensor: slow
 (about 150 s on 2 cores). The dequantized weights are then copied into a fresh model built
 ``from_config`` (``save_pretrained`` refuses a GGUF-loaded model), saved as safetensors under
@@ -25,8 +25,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import assets
-from .paths import atomic_folder, cache_dir
+from fmbook.core import assets
+from fmbook.core.paths import atomic_folder, cache_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZE = (None, "int8-dynamic")
@@ -38,7 +38,7 @@ class LMError(ValueError):
 
 
 def causal_lm_assets() -> list[str]:
-    """Names of the offline causal-LM assets known to :mod:`fmbook.assets`."""
+    """Names of the offline causal-LM assets known to :mod:`fmbook.core.assets`."""
     return sorted(n for n, a in assets.ASSETS.items() if a.kind == "causal-lm")
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from .atlas import write_related_includes
-from .paths import build_dir, repo_root
-from .profiles import check_profile
-from .runner import executed_path
-from .status import render_markdown
+from fmbook.atlas import write_related_includes
+from fmbook.core.paths import build_dir, repo_root
+from fmbook.book.profiles import check_profile
+from fmbook.book.runner import executed_path
+from fmbook.book.status import render_markdown
 
 STATUS_PAGE = "book/status.md"
 

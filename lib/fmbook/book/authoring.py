@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 
-from .nb import bootstrap_cell
+from fmbook.book.nb import bootstrap_cell
 
 
 def md(source: str, tags: list[str] | None = None):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .papers import PAPERS
-from .paths import repo_root
-from .results import iter_results
+from fmbook.book.registry import PAPERS
+from fmbook.core.paths import repo_root
+from fmbook.book.results import iter_results
 
 
 def _fmt(value: Any) -> str:

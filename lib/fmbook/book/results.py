@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from .paths import repo_root, results_dir
+from fmbook.core.paths import repo_root, results_dir
 
 TRACKED_PACKAGES = ("fmbook", "torch", "transformers", "numpy", "scikit-learn", "scipy", "pandas",
                     "sentence-transformers", "papermill", "matplotlib", "jupyter-book")

@@ -3,7 +3,7 @@
 Sec. 2.1 of the paper: eleven stimuli EP01-EP11 drawn from three psychological theories
 (self-monitoring, social cognitive theory, cognitive emotion regulation); the stimulus is appended
 after the original prompt. Sec. 2.2-2.3: zero-shot and few-shot evaluation on Instruction
-Induction (here: the generated tasks of :mod:`fmbook.instruction_induction`), reported as relative
+Induction (here: the generated tasks of :mod:`fmbook.emotion_prompt.instruction_induction`), reported as relative
 improvement over the original prompt. Sec. 3 ("why"): input attention contributions of the
 stimulus words; here a leave-one-word-out measure on the answer's log-likelihood.
 """
@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import instruction_induction as ii
-from .lm import CausalLM, DecodeConfig
+from fmbook.emotion_prompt import instruction_induction as ii
+from fmbook.core.lm import CausalLM, DecodeConfig
 
 
 class EmotionPromptError(ValueError):
@@ -264,7 +264,7 @@ def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_o
     Returns the concatenated answers and one record per model: its ``info()``, the prompts answered,
     how many were generated now or came from the output cache, and the seconds it took.
     """
-    from .lm import load_causal_lm
+    from fmbook.core.lm import load_causal_lm
 
     frames, records = [], []
     for name in model_names:

@@ -2,7 +2,7 @@
 
 >>> encoder = load_sentence_encoder("all-MiniLM-L6-v2")      # offline asset (smoke, local)
 >>> encoder = load_sentence_encoder("sentence-transformers/all-mpnet-base-v2")  # hub id (full)
->>> result = embed(texts, encoder, batch_size=32)            # cached under fmbook.paths.cache_dir()
+>>> result = embed(texts, encoder, batch_size=32)            # cached under fmbook.core.paths.cache_dir()
 >>> result.vectors.shape, result.n_computed, result.texts_per_s
 
 The cache is one SQLite file per encoder, keyed by the SHA-256 of each text; the encoder's key
@@ -27,8 +27,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import assets
-from .paths import cache_dir
+from fmbook.core import assets
+from fmbook.core.paths import cache_dir
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -38,7 +38,7 @@ class EncoderError(ValueError):
 
 
 def known_encoders() -> list[str]:
-    """Offline text-encoder assets (:mod:`fmbook.assets` entries of kind ``text-encoder``)."""
+    """Offline text-encoder assets (:mod:`fmbook.core.assets` entries of kind ``text-encoder``)."""
     return sorted(name for name, a in assets.ASSETS.items() if a.kind == "text-encoder")
 
 
@@ -105,7 +105,7 @@ def load_sentence_encoder(name_or_hub_id: str, device: str = "cpu",
                           max_seq_length: int | None = None) -> SentenceEncoder:
     """Load a sentence encoder: an offline asset name, a hub id (``org/name``) or a local folder.
 
-    An asset is fetched (checksummed) by :func:`fmbook.assets.require` and loaded from its folder
+    An asset is fetched (checksummed) by :func:`fmbook.core.assets.require` and loaded from its folder
     with ``HF_HUB_OFFLINE=1``; a hub id goes to the hub (the ``full`` profile); a folder holding a
     saved sentence-transformers model is loaded as it is. Anything else is refused with the list of
     known names; nothing falls back to another model. ``max_seq_length`` caps the word pieces read
@@ -196,7 +196,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def embed(texts: Sequence[str], encoder: SentenceEncoder, batch_size: int = 32, normalize: bool = True,
           use_cache: bool = True, refresh: bool = False) -> Embeddings:
-    """Embed ``texts`` (cached per text under :func:`fmbook.paths.cache_dir`).
+    """Embed ``texts`` (cached per text under :func:`fmbook.core.paths.cache_dir`).
 
     ``normalize`` L2-normalises the vectors (cosine similarity is then a dot product);
     ``use_cache=False`` computes every text and leaves the cache alone; ``refresh=True`` computes

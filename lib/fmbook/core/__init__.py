@@ -1,0 +1,1 @@
+"""Shared parts every chapter uses: assets, data, models, statistics, claims, plotting."""
