@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fmbook.book import profiles as _profiles
+from fmbook.core.claims import Claim, interval_text
 from fmbook.core.plotting import apply_style, provenance_line, stamp_figure
 from fmbook.book.results import atomic_write_json, provenance, result_path, to_jsonable
 from fmbook.core.seeding import has_gpu, seed_everything, select_device
@@ -76,6 +77,7 @@ class Run:
     data: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     headlines: list[dict[str, Any]] = field(default_factory=list)
+    claim_rows: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     result_file: Path | None = None
 
@@ -121,6 +123,14 @@ class Run:
         self.headlines.append(to_jsonable({"claim": claim, "paper": paper, "ours": ours, "unit": unit,
                                            "holds": holds, "note": note}))
 
+    def claims(self, rows: Sequence[Claim], show: bool = True) -> None:
+        """Paper-vs-ours rows from the chapter's ``claims(...)``: stored in the results file (the
+        status page reads them) and shown as a table with the interval and the three-way verdict."""
+        new = [to_jsonable(r.row()) for r in rows]
+        self.claim_rows.extend(new)
+        if show:
+            _display(_html(claims_table(new)))
+
     # --- figures --------------------------------------------------------------------------------
     def stamp(self, fig, models: list[str] | None = None, data: list[str] | None = None) -> None:
         """Print which model, data, profile and seed produced ``fig`` under it."""
@@ -135,7 +145,7 @@ class Run:
             "chapter": self.chapter, "notebook": self.notebook, "profile": self.profile,
             "parameters": self.params, "parameter_sources": self.sources,
             "models": self.models, "data": self.data, "device": self.device,
-            "metrics": self.metrics, "headlines": self.headlines,
+            "metrics": self.metrics, "headlines": self.headlines, "claims": self.claim_rows,
             "started_at": self.started_at, "duration_s": round(time.perf_counter() - self._t0, 2),
             "provenance": provenance(),
         }
@@ -172,6 +182,27 @@ def _table(caption: str, rows: list[tuple[Any, ...]], header: tuple[str, ...]) -
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return (f'<table class="fmbook-table"><caption>{html.escape(caption)}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def claims_table(rows: Sequence[dict[str, Any]]) -> str:
+    """HTML table of claim rows: the paper's statement and number, ours with its interval, the verdict."""
+    body = []
+    for r in rows:
+        paper = "qualitative" if r.get("paper") is None else f"{r['paper']}"
+        if r.get("paper_source"):
+            paper += f" ({r['paper_source']})"
+        detail = r.get("comparison", "")
+        if r.get("resolvable") is not None:
+            detail += f"; could resolve effects of about {r['resolvable']:.2g}{(' ' + r['unit']) if r.get('unit') else ''}"
+        verdict = r["verdict"]
+        body.append((r["claim"], paper, interval_text(r), verdict, detail))
+    head = ("claim (the paper's)", "paper", "ours, 95% interval", "verdict", "what was compared")
+    cells = "".join("<tr>" + "".join(
+        f'<td class="fmbook-verdict fmbook-{html.escape(row[3]).replace(" ", "-")}">{html.escape(str(c))}</td>' if i == 3
+        else f"<td>{html.escape(str(c))}</td>" for i, c in enumerate(row)) + "</tr>" for row in body)
+    return ('<div class="fmbook-scroll"><table class="fmbook-table fmbook-claims"><caption>The paper\'s claims and '
+            "what we measured (verdict from the interval: holds, contradicted or not resolved)</caption><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table></div>")
 
 
 def start(namespace: dict[str, Any], chapter: str, notebook: str) -> Run:

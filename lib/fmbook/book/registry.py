@@ -1,7 +1,13 @@
-"""The seven papers of the book: bibliographic keys, chapter ids and the headline claims we test.
+"""Every chapter of the book, registered in one place.
 
-The paper's numbers here are facts about the papers (see each chapter's notebooks for where in the
-paper they appear); our numbers never live here, they come from the results files.
+The table of contents, the status page, the intro's chapter table, the related-work lists and the
+tests read this registry; nothing else lists the chapters. A chapter about a paper carries the
+paper's bibliographic key, arXiv id and the headline claims as the paper states them (facts about
+the paper, with where they are printed); our numbers never live here, they come from each chapter's
+``claims(...)`` through the results files.
+
+Add a chapter with ``python -m fmbook new-chapter NAME`` (it writes the entry below for you to
+complete) and see CONTRIBUTING.md.
 """
 
 from __future__ import annotations
@@ -10,48 +16,73 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class Claim:
+class PaperClaim:
+    """A headline claim as the paper states it (shown until our measurement of it exists)."""
+
     claim: str
-    paper: str  # as the paper states it
+    paper: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
-class Paper:
-    chapter: str
+class Chapter:
+    id: str
     title: str
-    arxiv: str
-    bibkey: str
-    claims: list[Claim] = field(default_factory=list)
+    kind: str = "paper"  # "paper" | "atlas" | "appendix"
+    arxiv: str = ""
+    bibkey: str = ""
+    short: str = ""  # a short name for tables and figures
+    claims: tuple[PaperClaim, ...] = field(default_factory=tuple)
+
+    @property
+    def landing_page(self) -> str:
+        return f"book/chapters/{self.id}"
+
+    @property
+    def notebooks_folder(self) -> str:
+        return f"notebooks/{self.id}"
 
 
-PAPERS: list[Paper] = [
-    Paper("emotion_prompt", "Large Language Models Understand and Can Be Enhanced by Emotional Stimuli",
-          "2307.11760", "emotionprompt2023",
-          [Claim("Relative improvement of EmotionPrompt on Instruction Induction", "8.00%"),
-           Claim("Relative improvement of EmotionPrompt on BIG-Bench", "115%")]),
-    Paper("emotion_v2", "The Good, The Bad, and Why: Unveiling Emotions in Generative AI",
-          "2312.11111", "emotionv2_2024",
-          [Claim("EmotionPrompt improves and EmotionAttack degrades LLM performance", "qualitative")]),
-    Paper("culture_llm", "CultureLLM: Incorporating Cultural Differences into Large Language Models",
-          "2402.10946", "culturellm2024",
-          [Claim("CultureLLM over GPT-3.5 (macro-F1, 59 culture-specific datasets)", "+8.1%"),
-           Claim("CultureLLM over Gemini Pro", "+9.5%")]),
-    Paper("nmtune", "Understanding and Mitigating the Label Noise in Pre-training on Downstream Tasks",
-          "2309.17002", "nmtune2024",
-          [Claim("Slight pre-training label noise (5-10%) can help in-domain transfer", "qualitative"),
-           Claim("Pre-training label noise hurts out-of-domain transfer", "qualitative"),
-           Claim("NMTune improves over linear probing on noisy encoders", "qualitative")]),
-    Paper("zoopfl", "ZooPFL: Exploring Black-box Foundation Models for Personalized Federated Learning",
-          "2310.05143", "zoopfl2023",
-          [Claim("ZooPFL beats black-box baselines in personalized FL", "qualitative")]),
-    Paper("imbalance", "Exploring Vision-Language Models for Imbalanced Learning", "2304.01457",
-          "imbalancevlm2024",
-          [Claim("Gain over zero-shot CLIP on ImageNet-LT / iNaturalist18 / Places-LT",
-                 "+6.58 / +69.82 / +6.17 points")]),
-    Paper("fedclip", "FedCLIP: Fast Generalization and Personalization for CLIP in Federated Learning",
-          "2302.13485", "fedclip2023",
-          [Claim("FedCLIP accuracy on PACS (held-out domain, mean)", "95.24%"),
-           Claim("Fewer trained/communicated parameters than FedAvg on CLIP", "283x")]),
-]
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter("nmtune", "Understanding and Mitigating the Label Noise in Pre-training on Downstream Tasks",
+            arxiv="2309.17002", bibkey="nmtune2024", short="NMTune",
+            claims=(PaperClaim("Slight pre-training label noise (5-10%) can help in-domain transfer", "qualitative", "Figure 2"),
+                    PaperClaim("Pre-training label noise hurts out-of-domain transfer", "qualitative", "Figure 2"),
+                    PaperClaim("NMTune improves over linear probing on noisy encoders", "qualitative", "Table 16"))),
+    Chapter("emotion_prompt", "Large Language Models Understand and Can Be Enhanced by Emotional Stimuli",
+            arxiv="2307.11760", bibkey="emotionprompt2023", short="EmotionPrompt",
+            claims=(PaperClaim("Relative improvement of EmotionPrompt on Instruction Induction", "8.00%", "Abstract; Table 1"),
+                    PaperClaim("Relative improvement of EmotionPrompt on BIG-Bench", "115%", "Abstract"))),
+    Chapter("emotion_v2", "The Good, The Bad, and Why: Unveiling Emotions in Generative AI",
+            arxiv="2312.11111", bibkey="emotionv2_2024", short="EmotionAttack / EmotionDecode",
+            claims=(PaperClaim("EmotionPrompt improves and EmotionAttack degrades LLM performance", "qualitative", "Abstract"),)),
+    Chapter("culture_llm", "CultureLLM: Incorporating Cultural Differences into Large Language Models",
+            arxiv="2402.10946", bibkey="culturellm2024", short="CultureLLM",
+            claims=(PaperClaim("CultureLLM over GPT-3.5 (macro-F1, 59 culture-specific datasets)", "+8.1%", "Abstract"),
+                    PaperClaim("CultureLLM over Gemini Pro", "+9.5%", "Abstract"))),
+    Chapter("zoopfl", "ZooPFL: Exploring Black-box Foundation Models for Personalized Federated Learning",
+            arxiv="2310.05143", bibkey="zoopfl2023", short="ZooPFL",
+            claims=(PaperClaim("ZooPFL beats black-box baselines in personalized FL", "qualitative", "Abstract"),)),
+    Chapter("imbalance", "Exploring Vision-Language Models for Imbalanced Learning", arxiv="2304.01457",
+            bibkey="imbalancevlm2024", short="VLMs for imbalance",
+            claims=(PaperClaim("Gain over zero-shot CLIP on ImageNet-LT / iNaturalist18 / Places-LT",
+                               "+6.58 / +69.82 / +6.17 points", "Abstract"),)),
+    Chapter("fedclip", "FedCLIP: Fast Generalization and Personalization for CLIP in Federated Learning",
+            arxiv="2302.13485", bibkey="fedclip2023", short="FedCLIP",
+            claims=(PaperClaim("FedCLIP accuracy on PACS (held-out domain, mean)", "95.24%", "official README"),
+                    PaperClaim("Fewer trained/communicated parameters than FedAvg on CLIP", "283x", "Abstract"))),
+    Chapter("atlas", "The related-work atlas", kind="atlas", short="Atlas"),
+    Chapter("models_and_data", "The models and data of this book", kind="appendix", short="Models and data"),
+)
 
-BY_CHAPTER = {p.chapter: p for p in PAPERS}
+BY_ID: dict[str, Chapter] = {c.id: c for c in CHAPTERS}
+PAPERS: tuple[Chapter, ...] = tuple(c for c in CHAPTERS if c.kind == "paper")
+CHAPTER_ARXIV: dict[str, str] = {c.arxiv: c.id for c in PAPERS}
+
+
+def chapter(chapter_id: str) -> Chapter:
+    """The registered chapter ``chapter_id``; an unknown id names the registered ones."""
+    try:
+        return BY_ID[chapter_id]
+    except KeyError:
+        raise KeyError(f"unknown chapter {chapter_id!r}; registered: {', '.join(BY_ID)}") from None

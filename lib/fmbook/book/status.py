@@ -13,6 +13,7 @@ from typing import Any
 from fmbook.book.registry import PAPERS
 from fmbook.core.paths import repo_root
 from fmbook.book.results import iter_results
+from fmbook.core.claims import interval_text
 
 
 def _fmt(value: Any) -> str:
@@ -27,6 +28,20 @@ def _with_unit(value: Any, unit: str) -> str:
     """A number gets its unit; a statement (e.g. "qualitative") stands alone."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     return _fmt(value) + (f" {unit}" if unit and numeric else "")
+
+
+def _paper_text(c: dict[str, Any]) -> str:
+    paper = c.get("paper")
+    text = "qualitative" if paper is None else _with_unit(paper, c.get("unit") or "")
+    return text + (f" ({c['paper_source']})" if c.get("paper_source") else "")
+
+
+def _resolvable_text(c: dict[str, Any]) -> str:
+    r = c.get("resolvable")
+    if r is None:
+        return ""
+    unit = f" {c['unit']}" if c.get("unit") else ""
+    return f"smallest effect this sample could resolve: {r:.2g}{unit}"
 
 
 def _hardware(record: dict[str, Any]) -> str:
@@ -49,6 +64,14 @@ def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = Non
     rows = []
     order = {p: i for i, p in enumerate(profiles or ())}
     for record in sorted(_records(root, profiles), key=lambda r: order.get(r.get("profile"), 99)):
+        for c in record.get("claims", []):
+            rows.append({
+                "chapter": record["chapter"], "notebook": record["notebook"], "claim": c["claim"],
+                "paper": _paper_text(c), "ours": interval_text(c),
+                "holds here": c["verdict"], "profile": record["profile"], "hardware": _hardware(record),
+                "date": (record.get("started_at") or "")[:10],
+                "note": "; ".join(x for x in (c.get("comparison", ""), _resolvable_text(c), c.get("note", "")) if x),
+            })
         for h in record.get("headlines", []):
             unit = h.get("unit") or ""
             holds = {True: "yes", False: "no", None: "see notes"}[h.get("holds")]
@@ -96,10 +119,10 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
         "",
     ]
     for paper in PAPERS:
-        mine = [r for r in rows if r["chapter"] == paper.chapter]
+        mine = [r for r in rows if r["chapter"] == paper.id]
         out += [f"## {paper.title}", "", f"{{cite}}`{paper.bibkey}` · arXiv {paper.arxiv}", ""]
         if mine:
-            out.append(_table(["claim", "paper", "ours", "holds here", "measured by"],
+            out.append(_table(["claim", "paper", "ours (95% interval)", "verdict", "measured by"],
                               [[r["claim"], r["paper"], r["ours"], r["holds here"], _produced_by(r)] for r in mine]))
             notes = [f"- *{r['notebook']}*, {r['claim']}: {r['note']}" for r in mine if r["note"]]
             if notes:
@@ -109,7 +132,7 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
             out.append("")
             out.append(_table(["claim", "paper", "ours"], [[c.claim, c.paper, "not yet measured"] for c in paper.claims]))
         out.append("")
-    others = sorted({r["chapter"] for r in records} - {p.chapter for p in PAPERS})
+    others = sorted({r["chapter"] for r in records} - {p.id for p in PAPERS})
     for chapter in others:
         mine = [r for r in rows if r["chapter"] == chapter]
         if mine:
