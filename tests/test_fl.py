@@ -208,15 +208,21 @@ def test_a_round_with_too_few_clients_keeps_the_last_good_model():
 
 @pytest.mark.flower
 def test_flower_simulation_gives_the_simulators_weights_and_bytes():
+    """Two runs in one Flower simulation (Ray starts once) against the in-process simulator."""
     policy = fl.SharePolicy(local=("head.*",))
-    ours = fl.simulate(TOY, fl.FedProx(mu=0.1), 3, policy=policy, seed=2)
-    flower = fl.run_flower_simulation(TOY, fl.FedProx(mu=0.1), 3, policy=policy, seed=2)
-    assert flower.ok and flower.engine == "flower-simulation" and flower.completed_rounds == 3
-    for name in ours.final_state:
-        np.testing.assert_allclose(flower.final_state[name], ours.final_state[name], rtol=1e-6, atol=1e-7)
-    assert flower.bytes_per_round().equals(ours.bytes_per_round())
-    cols = ["round", "client", "test_accuracy"]
-    assert flower.eval_frame()[cols].equals(ours.eval_frame()[cols])
+    two = fl.TaskSpec("fmbook.core.fl.toy:make_toy_task", {"num_clients": 2, "seed": 5})
+    ours = [fl.simulate(TOY, fl.FedProx(mu=0.1), 3, policy=policy, seed=2), fl.simulate(two, "fedavg", 3, seed=1)]
+    flower = fl.run_flower_batch([fl.make_run(TOY, fl.FedProx(mu=0.1), 3, policy, seed=2),
+                                  fl.make_run(two, "fedavg", 3, seed=1)])
+    for a, b in zip(ours, flower):
+        assert b.ok and b.engine == "flower-simulation" and b.completed_rounds == 3
+        assert b.client_ids == a.client_ids
+        assert set(b.final_state) == set(a.final_state)
+        for name in a.final_state:
+            np.testing.assert_allclose(b.final_state[name], a.final_state[name], rtol=1e-6, atol=1e-7)
+        assert b.bytes_per_round().equals(a.bytes_per_round())
+        cols = ["round", "client", "test_accuracy"]
+        assert b.eval_frame()[cols].equals(a.eval_frame()[cols])
 
 
 @pytest.mark.flower

@@ -28,7 +28,8 @@ A task (what a method supplies; :class:`~fmbook.core.fl.loop.FederatedTask`)
 Engines (same task, strategy and policy objects; same bytes; same numbers)
     ``simulate(task_or_spec, strategy, rounds, policy=None, seed=0, evaluate_every=1, keep_states=False)``
     -- in-process, deterministic (smoke). ``run_flower_simulation(spec, strategy, rounds, ...,
-    num_cpus=None, cpus_per_client=1.0)`` -- Flower's simulation engine on Ray. Deployment:
+    num_cpus=None, cpus_per_client=1.0)`` -- Flower's simulation engine on Ray;
+    ``run_flower_batch([make_run(...), ...])`` -- several runs in one simulation. Deployment:
     ``write_flower_app(folder, make_run(spec, strategy, rounds, ..., result_dir=...))`` then
     ``flower-superlink --insecure``, ``flower-supernode --insecure --superlink 127.0.0.1:9092
     --node-config "partition-id=K num-partitions=N" --port P``, ``flwr run <folder> <connection>``;
@@ -56,7 +57,7 @@ from fmbook.core.fl.strategy import (STRATEGIES, FedAvg, FedProx, FitConfig, Sha
 
 def __getattr__(name: str):
     """Flower-dependent names load lazily (importing flwr takes a few seconds)."""
-    if name in ("run_flower_simulation", "write_flower_app", "make_run", "load_history", "make_server_app",
+    if name in ("run_flower_simulation", "run_flower_batch", "write_flower_app", "make_run", "load_history", "make_server_app",
                 "make_client_app", "FlowerRun", "save_history"):
         from fmbook.core.fl import flower
 
@@ -69,4 +70,4 @@ __all__ = ["DOMAINS", "ClientData", "FLDataError", "FLHistory", "FLRoundError", 
            "StrategyError", "TaskSpec", "client_evaluate", "client_train", "decode_state", "dirichlet_indices",
            "domain_clients", "encode_state", "holdings_table", "label_skew_clients", "make_domain", "make_strategy",
            "num_parameters", "payload_bytes", "plot_holdings", "proximal_gradient", "proximal_penalty", "run_rounds", "simulate",
-           "split_client", "tensor_bytes", "run_flower_simulation", "write_flower_app", "make_run", "load_history"]
+           "split_client", "tensor_bytes", "run_flower_simulation", "run_flower_batch", "write_flower_app", "make_run", "load_history"]

@@ -7,7 +7,8 @@ which sends Flower messages (``train`` / ``evaluate`` / ``query``) through the `
 (they never enter a message). The task is built on each side from a :class:`~fmbook.core.fl.loop.TaskSpec`.
 
 * :func:`run_flower_simulation` -- Flower's simulation engine (Ray, one actor per CPU share);
-  the history comes back in this process.
+  the history comes back in this process. :func:`run_flower_batch` runs several runs in one
+  simulation (Ray and the actors start once; each run keeps its own client state).
 * deployment engine -- :func:`write_flower_app` writes a Flower App folder whose components are this
   module's ``server_app`` and ``client_app`` and whose run config (``fmbook-run``) carries the run as
   JSON; start ``flower-superlink --insecure``, one ``flower-supernode --insecure --node-config
@@ -28,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -87,23 +88,26 @@ def record_bytes(record) -> int:
 
 # --------------------------------------------------------------------------- the client
 
-def _client_handler(run: FlowerRun, message, context):
-    """Answer one message (``query``, ``train`` or ``evaluate``)."""
+def _client_handler(runs: Sequence[FlowerRun], message, context):
+    """Answer one message (``query``, ``train`` or ``evaluate``) of run ``config["run_index"]``."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
     pid = int(context.node_config["partition-id"])
     kind = message.metadata.message_type
     if kind.startswith("query"):
         return Message(RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=message)
+    config = message.content["config"]
+    index = int(config["run_index"])
+    run = runs[index]
     task = run.spec().build()
     policy = policy_from_dict(run.policy)
     incoming = record_to_state(message.content["global"])
-    config = message.content["config"]
-    local = record_to_state(context.state[LOCAL_KEY]) if LOCAL_KEY in context.state else None
+    key = f"{LOCAL_KEY}.{index}"  # each run of a batch keeps its own local parameters
+    local = record_to_state(context.state[key]) if key in context.state else None
     if kind.startswith("train"):
         reply, kept = client_train(task, policy, pid, incoming, local, int(config["round"]), int(config["seed"]),
                                    float(config["proximal_mu"]))
-        context.state[LOCAL_KEY] = state_to_record(kept)
+        context.state[key] = state_to_record(kept)
         metrics = {"num_examples": reply.num_examples, "fit_seconds": reply.seconds, **reply.metrics}
         return Message(RecordDict({"update": state_to_record(reply.shared), "metrics": ConfigRecord(metrics)}),
                        reply_to=message)
@@ -111,14 +115,17 @@ def _client_handler(run: FlowerRun, message, context):
     return Message(RecordDict({"metrics": ConfigRecord(metrics)}), reply_to=message)
 
 
-def make_client_app(run: FlowerRun | None = None):
-    """A ``ClientApp``; with ``run=None`` it reads the run from the run config (deployment)."""
+def make_client_app(run: FlowerRun | Sequence[FlowerRun] | None = None):
+    """A ``ClientApp`` for one run or a batch of runs; with ``run=None`` it reads the run from the run
+    config (deployment)."""
+    runs = [run] if isinstance(run, FlowerRun) else (list(run) if run is not None else None)
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
 
     def handle(message, context):
-        return _client_handler(run or FlowerRun.from_json(str(context.run_config[RUN_CONFIG_KEY])), message, context)
+        return _client_handler(runs or [FlowerRun.from_json(str(context.run_config[RUN_CONFIG_KEY]))], message,
+                               context)
 
     app.train()(handle)
     app.evaluate()(handle)
@@ -131,9 +138,11 @@ def make_client_app(run: FlowerRun | None = None):
 class FlowerTransport:
     """Requests and replies as Flower messages through a ``Grid`` (bounded waits)."""
 
-    def __init__(self, grid, run: FlowerRun, num_clients: int) -> None:
-        self.grid, self.run, self.engine = grid, run, "flower"
-        self.nodes = self._map_nodes(num_clients)
+    def __init__(self, grid, run: FlowerRun, num_clients: int, nodes: Mapping[int, int] | None = None,
+                 run_index: int = 0) -> None:
+        self.grid, self.run, self.engine, self.run_index = grid, run, "flower", run_index
+        self.nodes = dict(nodes) if nodes is not None else self._map_nodes(num_clients)
+        self.nodes = {pid: node for pid, node in self.nodes.items() if pid < num_clients}
 
     def _send(self, kind: str, round_: int, node_pids: Mapping[int, int], content_fn) -> dict[int, Any]:
         from flwr.app import Message
@@ -185,7 +194,7 @@ class FlowerTransport:
         from flwr.app import ConfigRecord, RecordDict
 
         return RecordDict({"global": state_to_record(decode_state(payload)),
-                           "config": ConfigRecord({"round": round_, "seed": self.run.seed,
+                           "config": ConfigRecord({"round": round_, "seed": self.run.seed, "run_index": self.run_index,
                                                    "proximal_mu": float(proximal_mu)})})
 
     def fit(self, round_, cids, payload, proximal_mu):
@@ -211,38 +220,44 @@ class FlowerTransport:
                 for cid, r in replies.items()}
 
 
-def _server_main(run: FlowerRun, grid, sink: dict | None) -> FLHistory:
-    strategy = strategy_from_dict(run.strategy)
-    policy = policy_from_dict(run.policy)
-    task = run.spec().build()
-    history = None
-    try:
-        transport = FlowerTransport(grid, run, task.num_clients)
-        history = run_rounds(task, strategy, policy, transport, run.rounds, run.seed, run.evaluate_every,
-                             run.keep_states, log=log.info)
-    except FLRunError as err:
-        history = FLHistory(strategy_to_dict(strategy), asdict(policy), run.rounds, run.seed, [], engine="flower",
-                            status=f"failed before round 1: {err}")
-    history.engine = "flower"
+def _server_main(runs: Sequence[FlowerRun], grid, sink: dict | None) -> list[FLHistory]:
+    """Run the batch in order over the same SuperNodes (mapped to partition ids once)."""
+    histories = []
+    nodes = None
+    for index, run in enumerate(runs):
+        strategy = strategy_from_dict(run.strategy)
+        policy = policy_from_dict(run.policy)
+        task = run.spec().build()
+        try:
+            if nodes is None:
+                needed = max(r.spec().build().num_clients for r in runs)
+                nodes = FlowerTransport(grid, run, needed).nodes
+            transport = FlowerTransport(grid, run, task.num_clients, nodes, index)
+            history = run_rounds(task, strategy, policy, transport, run.rounds, run.seed, run.evaluate_every,
+                                 run.keep_states, log=log.info)
+        except FLRunError as err:
+            history = FLHistory(strategy_to_dict(strategy), asdict(policy), run.rounds, run.seed, [],
+                                engine="flower", status=f"failed before round 1: {err}")
+        history.engine = "flower"
+        histories.append(history)
+        if run.result_dir:
+            save_history(history, Path(run.result_dir))
     if sink is not None:
-        sink["history"] = history
-    if run.result_dir:
-        save_history(history, Path(run.result_dir))
-    return history
+        sink["histories"] = histories
+    return histories
 
 
-def make_server_app(run: FlowerRun | None = None, sink: dict | None = None):
-    """A ``ServerApp``; with ``run=None`` it reads the run from the run config (deployment).
-
-    ``sink`` (a dict, same process only) receives ``sink["history"]``.
-    """
+def make_server_app(run: FlowerRun | Sequence[FlowerRun] | None = None, sink: dict | None = None):
+    """A ``ServerApp`` for one run or a batch; with ``run=None`` it reads the run from the run config
+    (deployment). ``sink`` (a dict, same process only) receives ``sink["histories"]``."""
     from flwr.serverapp import ServerApp
 
+    runs = [run] if isinstance(run, FlowerRun) else (list(run) if run is not None else None)
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        _server_main(run or FlowerRun.from_json(str(context.run_config[RUN_CONFIG_KEY])), grid, sink)
+        _server_main(runs or [FlowerRun.from_json(str(context.run_config[RUN_CONFIG_KEY]))], grid, sink)
 
     return app
 
@@ -305,10 +320,20 @@ def run_flower_simulation(task: TaskSpec, strategy: FedAvg | str = "fedavg", rou
     ``num_cpus`` caps Ray (default: ``min(2, os.cpu_count())``, so it starts on a small machine);
     ``cpus_per_client`` is each ClientApp actor's share (``client_resources.num_cpus``).
     """
+    run = make_run(task, strategy, rounds, policy, seed, evaluate_every, keep_states, round_timeout_s)
+    return run_flower_batch([run], num_cpus, cpus_per_client, raise_on_failure, quiet)[0]
+
+
+def run_flower_batch(runs: Sequence[FlowerRun], num_cpus: int | None = None, cpus_per_client: float = 1.0,
+                     raise_on_failure: bool = True, quiet: bool = True) -> list[FLHistory]:
+    """Several runs (:func:`make_run`) one after another in ONE Flower simulation: Ray and the ClientApp
+    actors start once. Each run keeps its own local client state; node ``k`` is client ``k`` of every run."""
     from flwr.simulation import run_simulation
 
-    run = make_run(task, strategy, rounds, policy, seed, evaluate_every, keep_states, round_timeout_s)
-    num_clients = task.build().num_clients
+    runs = list(runs)
+    if not runs:
+        raise FLRunError("run_flower_batch needs at least one run")
+    num_clients = max(r.spec().build().num_clients for r in runs)
     sink: dict[str, Any] = {}
     num_cpus = int(num_cpus or min(2, os.cpu_count() or 1))
     backend = {"client_resources": {"num_cpus": float(cpus_per_client), "num_gpus": 0.0},
@@ -316,17 +341,18 @@ def run_flower_simulation(task: TaskSpec, strategy: FedAvg | str = "fedavg", rou
                              "log_to_driver": not quiet, "logging_level": logging.ERROR if quiet else logging.INFO}}
     if quiet:
         quiet_flower()
-    run_simulation(make_server_app(run, sink), make_client_app(run), num_supernodes=num_clients,
+    run_simulation(make_server_app(runs, sink), make_client_app(runs), num_supernodes=num_clients,
                    backend_config=backend, verbose_logging=not quiet)
-    history = sink.get("history")
-    if history is None:
-        raise FLRoundError("the Flower simulation ended without a history (see the log)",
-                           FLHistory(run.strategy, run.policy, rounds, seed, [], engine="flower-simulation",
-                                     status="no history"))
-    history.engine = "flower-simulation"
-    if raise_on_failure and not history.ok:
-        raise FLRoundError(history.status, history)
-    return history
+    histories = sink.get("histories")
+    if not histories or len(histories) != len(runs):
+        raise FLRoundError("the Flower simulation ended without every history (see the log)",
+                           FLHistory(runs[0].strategy, runs[0].policy, runs[0].rounds, runs[0].seed, [],
+                                     engine="flower-simulation", status="no history"))
+    for history in histories:
+        history.engine = "flower-simulation"
+        if raise_on_failure and not history.ok:
+            raise FLRoundError(history.status, history)
+    return histories
 
 
 # --------------------------------------------------------------------------- deployment engine
