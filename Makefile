@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fmbook-installed
 
-.PHONY: setup fetch notebooks book test browser-deps clean
+.PHONY: setup fetch sync notebooks book test browser-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@echo "== setting up $(VENV) (exact pins from requirements.txt; CPU build of PyTorch)"
@@ -23,7 +23,11 @@ setup: $(STAMP)
 fetch: setup
 	$(PY) -m fmbook fetch
 
-notebooks: fetch
+# The MyST text notebooks are the source; their .ipynb pairs are written from them.
+sync: setup
+	$(PY) -m fmbook sync
+
+notebooks: fetch sync
 	$(PY) -m fmbook run --profile $(PROFILE) -j $(JOBS)
 
 book: notebooks

@@ -15,7 +15,7 @@ from fmbook.book import runner
 from fmbook.book.profiles import ParameterError
 
 PROVENANCE_FIELDS = {"chapter", "notebook", "profile", "parameters", "parameter_sources", "models", "data",
-                     "metrics", "headlines", "started_at", "duration_s", "provenance", "runner", "device"}
+                     "metrics", "claims", "started_at", "duration_s", "provenance", "runner", "device"}
 
 
 def _result(root, notebook="01_first", profile="smoke"):
@@ -31,7 +31,8 @@ def test_run_executes_writes_results_with_provenance_and_then_skips(mini_book):
     assert record["parameters"] == {"profile": "smoke", "seed": 0, "n": 3, "scale": 0.5, "label": "x", "fail": False}
     assert record["parameter_sources"]["scale"] == "profile"
     assert record["metrics"]["n"] == 3 and record["data"] == [{"id": "demo-normal", "n": 3}]
-    assert record["headlines"][0]["claim"] == "mean is near zero"
+    assert record["claims"][0]["claim"] == "mean is near zero"
+    assert record["claims"][0]["verdict"] in ("holds", "contradicted", "not resolved")
     prov = record["provenance"]
     assert {"cpu", "cpu_count", "gpu"} <= set(prov["hardware"]) and "torch" in prov["packages"]
     assert "commit" in prov["git"] and record["runner"]["execution_s"] > 0

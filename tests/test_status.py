@@ -11,8 +11,14 @@ from fmbook.book.registry import PAPERS
 from fmbook.book.results import atomic_write_json
 
 
-def _record(chapter, notebook, profile, headlines, seconds=12.5):
-    return {"chapter": chapter, "notebook": notebook, "profile": profile, "headlines": headlines,
+def _claim(claim, estimate, low, high, paper=None, unit="", **kw):
+    from fmbook.core.claims import Claim
+
+    return Claim(claim, estimate, low, high, "a paired comparison", paper=paper, unit=unit, **kw).row()
+
+
+def _record(chapter, notebook, profile, claims, seconds=12.5):
+    return {"chapter": chapter, "notebook": notebook, "profile": profile, "claims": claims,
             "started_at": "2026-11-24T08:00:00+00:00", "duration_s": seconds,
             "runner": {"execution_s": seconds},
             "provenance": {"hardware": {"cpu": "x", "cpu_count": 2, "gpu": None}, "git": {"commit": "abcdef1234567"}}}
@@ -20,14 +26,14 @@ def _record(chapter, notebook, profile, headlines, seconds=12.5):
 
 def test_status_page_puts_paper_beside_ours_and_lists_every_paper(tmp_path):
     atomic_write_json(tmp_path / "nmtune/local/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "local", [
-        {"claim": "OOD hurts", "paper": "qualitative", "ours": -3.25, "unit": "points", "holds": True, "note": "small scale"}]))
-    gpu = _record("nmtune", "05_paper_vs_ours", "full", [{"claim": "OOD hurts", "paper": None, "ours": 1.0, "unit": "",
-                                                          "holds": None, "note": ""}])
+        _claim("OOD hurts", -3.25, -5.0, -1.5, unit="points", direction="decrease", paper_source="Figure 2", note="small scale")]))
+    gpu = _record("nmtune", "05_paper_vs_ours", "full", [_claim("OOD hurts", 1.0, -1.0, 3.0, direction="decrease")])
     gpu["provenance"]["hardware"]["gpu"] = "NVIDIA H100"
     atomic_write_json(tmp_path / "nmtune/full/05_paper_vs_ours.json", gpu)
     atomic_write_json(tmp_path / "nmtune/smoke/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "smoke", []))
     page = status.render_markdown("local", root=tmp_path)
-    assert "| OOD hurts | qualitative | -3.25 points | yes | " in page
+    assert "| OOD hurts | qualitative (Figure 2) | -3.25 [-5.00, -1.50] points | holds | " in page
+    assert "| OOD hurts | qualitative | +1.00 [-1.00, +3.00] | not resolved |" in page
     assert "05_paper_vs_ours.ipynb) · local · CPU, 2 cores · 2026-11-24 |" in page  # links the notebook
     assert "NVIDIA H100" in page  # committed GPU results appear beside the local ones
     assert "| nmtune | 05_paper_vs_ours | smoke" not in page  # other CPU profiles are not mixed in

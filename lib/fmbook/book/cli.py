@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true")
 
     sub.add_parser("status", help="print the reproduction status table from the results files")
+
+    sync = sub.add_parser("sync", help="write each notebook's .ipynb from its MyST text (.md)")
+    sync.add_argument("--check", action="store_true", help="only report pairs that differ (exit 1 if any)")
+
+    new = sub.add_parser("new-chapter", help="scaffold a chapter that builds and passes its tests at smoke")
+    new.add_argument("name", help="chapter id: lower-case letters, digits and underscores")
+    new.add_argument("--title", default="", help="the paper's title")
     return parser
 
 
@@ -76,6 +83,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             for name in args.names or list(assets.ASSETS):
                 assets.fetch(name, force=args.force)
+            return 0
+        if args.command == "sync":
+            from fmbook.book import pairs
+
+            if args.check:
+                problems = pairs.out_of_sync()
+                print("\n".join(problems) or "every notebook pair is in sync")
+                return 1 if problems else 0
+            written = pairs.sync()
+            print(f"synced {len(written)} notebook(s)" + (f": {', '.join(written)}" if written else ""))
+            return 0
+        if args.command == "new-chapter":
+            from fmbook.book.scaffold import new_chapter
+
+            for path in new_chapter(args.name, title=args.title):
+                print(f"wrote {path}")
+            print("next: complete the registry entry, then python -m fmbook run " + args.name + " --profile smoke")
             return 0
         if args.command == "status":
             from fmbook.book.status import status_rows
