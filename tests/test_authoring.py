@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -143,3 +142,27 @@ def test_new_chapter_scaffold_builds_and_passes_at_smoke(tmp_path):
     unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_demo_paper.py"],
                           env=env, capture_output=True, text=True, cwd=tmp_path)
     assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+# --- one setting for the public repository --------------------------------------------------------
+def test_repository_setting_feeds_buttons_and_install_cells():
+    import yaml
+
+    from fmbook.book.nb import pip_spec, repository_url
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["repository"]["url"].rstrip("/")
+    assert repository_url() == url and pip_spec() == f"fmbook @ git+{url}"
+    assert config["html"]["use_repository_button"] and config["launch_buttons"]["colab_url"]
+    for pair in pairs.pairs():
+        assert f'"FMBOOK_PIP_SPEC", "fmbook @ git+{url}")' in pair.text.read_text(), pair.name
+    assert "repository.url" in (ROOT / "CONTRIBUTING.md").read_text()
+
+
+def test_sync_rewrites_the_install_line_from_the_setting(tmp_path):
+    source = pairs.pairs()[0]
+    (tmp_path / "c").mkdir()
+    text = tmp_path / "c" / source.text.name
+    text.write_text(source.text.read_text().replace("git+https://github.com/", "git+https://example.org/old/"))
+    assert pairs.sync(tmp_path) == [f"c/{text.stem}"]
+    assert "example.org" not in text.read_text() and pairs.out_of_sync(tmp_path) == []

@@ -26,10 +26,28 @@ from fmbook.book import profiles as _profiles
 from fmbook.core.claims import Claim, interval_text
 from fmbook.core.plotting import apply_style, provenance_line, stamp_figure
 from fmbook.book.results import atomic_write_json, provenance, result_path, to_jsonable
+from fmbook.core.paths import package_dir, repo_root
 from fmbook.core.seeding import has_gpu, seed_everything, select_device
 
 RESULT_PATH_ENV = "FMBOOK_RESULT_PATH"  # set by the runner: where finish() writes (staging)
-DEFAULT_PIP_SPEC = "fmbook @ git+https://github.com/fmbook-authors/enhancing-foundation-models"
+
+
+def repository_url() -> str:
+    """The book's public repository: ``repository.url`` in ``_config.yml``, its one setting.
+
+    Launch buttons and the repository button read it (Jupyter Book); the install line of every
+    notebook's bootstrap cell is written from it (``python -m fmbook sync`` keeps them in step).
+    """
+    import yaml
+
+    root = repo_root()
+    config = root / "_config.yml" if root is not None else package_dir() / "_book_config.yml"
+    return yaml.safe_load(config.read_text(encoding="utf-8"))["repository"]["url"].rstrip("/")
+
+
+def pip_spec() -> str:
+    """What the bootstrap cell installs when the library is missing (Colab): the repository's main."""
+    return f"fmbook @ git+{repository_url()}"
 
 BOOTSTRAP_TEMPLATE = '''try:  # Colab or a bare kernel: install the book's library first
     import fmbook
@@ -43,7 +61,7 @@ run = nb.start(globals(), chapter="{chapter}", notebook="{notebook}")'''
 
 def bootstrap_cell(chapter: str, notebook: str) -> str:
     """The exact second code cell of every notebook (a test holds all notebooks to it)."""
-    return BOOTSTRAP_TEMPLATE.format(pip_spec=DEFAULT_PIP_SPEC, chapter=chapter, notebook=notebook)
+    return BOOTSTRAP_TEMPLATE.format(pip_spec=pip_spec(), chapter=chapter, notebook=notebook)
 
 
 def _display(obj: Any) -> None:

@@ -10,6 +10,7 @@ its ``.md`` (keeping cell ids, so a sync without edits changes nothing); ``pytho
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,32 @@ def out_of_sync(root: Path | None = None) -> list[str]:
     return messages
 
 
+PIP_SPEC_RE = re.compile(r'(os\.environ\.get\("FMBOOK_PIP_SPEC", )"[^"]*"(\))')
+
+
+def update_pip_spec(pair: Pair, spec: str) -> bool:
+    """Point the bootstrap cell's install line at the book's repository setting; True if changed."""
+    text = pair.text.read_text(encoding="utf-8")
+    new = PIP_SPEC_RE.sub(lambda m: f'{m.group(1)}"{spec}"{m.group(2)}', text)
+    if new != text:
+        pair.text.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def sync(root: Path | None = None) -> list[str]:
-    """Write each ``.ipynb`` from its ``.md`` where they differ (outputs dropped, cell ids kept)."""
+    """Write each ``.ipynb`` from its ``.md`` where they differ (outputs dropped, cell ids kept).
+
+    The bootstrap cell's install line is first brought in step with ``_config.yml``'s repository.
+    """
     import jupytext
     from jupytext.cli import jupytext as jupytext_cli
 
+    from fmbook.book.nb import pip_spec
+
+    spec = pip_spec()
     written = []
     for pair in pairs(root):
+        update_pip_spec(pair, spec)
         if difference(pair) is None:
             continue
         jupytext_cli([str(pair.text), "--to", "ipynb", "--update", "--quiet"])

@@ -34,10 +34,6 @@ from fmbook.book.results import atomic_write_json, load, result_path
 DEFAULT_ESTIMATE_S = {"smoke": 20.0, "local": 120.0, "full": 600.0}
 
 
-class NotebookFailed(RuntimeError):
-    pass
-
-
 @dataclass
 class Job:
     resolved: P.Resolved

@@ -556,13 +556,3 @@ def retrieve(model: VisionLanguageModel, query: str, images: np.ndarray | None =
     sims = _normalize(image_embeddings) @ model.encode_texts([query])[0]
     order = np.argsort(-sims, kind="stable")[:k]
     return order, sims[order]
-
-
-def images_per_second(model: VisionLanguageModel, images: np.ndarray, repeats: int = 1) -> float:
-    """Throughput of :meth:`VisionLanguageModel.encode_images` (best of ``repeats``)."""
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        model.encode_images(images)
-        best = min(best, time.perf_counter() - start)
-    return len(images) / best
