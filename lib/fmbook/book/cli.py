@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="write each notebook's .ipynb from its MyST text (.md)")
     sync.add_argument("--check", action="store_true", help="only report pairs that differ (exit 1 if any)")
 
+    grade = sub.add_parser("grade", help="run a student's edited notebook and compare it with the book's run")
+    grade.add_argument("notebook", help="the student's .ipynb (or MyST .md) file")
+    grade.add_argument("--profile", default="smoke", help="profile to execute at (default: smoke)")
+    grade.add_argument("--tolerance", type=float, default=0.05, help="relative change of a metric that counts (0.05)")
+
     new = sub.add_parser("new-chapter", help="scaffold a chapter that builds and passes its tests at smoke")
     new.add_argument("name", help="chapter id: lower-case letters, digits and underscores")
     new.add_argument("--title", default="", help="the paper's title")
@@ -94,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             written = pairs.sync()
             print(f"synced {len(written)} notebook(s)" + (f": {', '.join(written)}" if written else ""))
             return 0
+        if args.command == "grade":
+            from fmbook.book.grade import grade
+
+            report = grade(args.notebook, profile=args.profile, rel_tol=args.tolerance)
+            print(report.text())
+            return 0 if report.finished else 1
         if args.command == "new-chapter":
             from fmbook.book.scaffold import new_chapter
 
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for row in status_rows():
                 print(" | ".join(str(v) for v in row.values()))
             return 0
-    except (profiles.ParameterError, assets.AssetError) as exc:
+    except (profiles.ParameterError, assets.AssetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 2
