@@ -51,3 +51,11 @@ def test_staging_refuses_when_notebooks_were_not_executed(mini_book):
 def test_toc_files_walks_parts_chapters_and_sections():
     toc = {"root": "book/intro", "parts": [{"chapters": [{"file": "a", "sections": [{"file": "b"}]}, {"file": "c"}]}]}
     assert book.toc_files(toc) == ["book/intro", "a", "b", "c"]
+
+
+def test_budget_column_flags_a_run_over_its_planned_time(monkeypatch):
+    monkeypatch.setattr(status, "notebook_metadata", lambda c, n: {"budget_s": {"local": 10, "smoke": 60}})
+    assert status._budget_text(_record("nmtune", "01_x", "local", [], seconds=12.5)) == "10 (over)"
+    assert status._budget_text(_record("nmtune", "01_x", "smoke", [], seconds=12.5)) == "60"
+    monkeypatch.setattr(status, "notebook_metadata", lambda c, n: {})
+    assert status._budget_text(_record("nmtune", "01_x", "local", [])) == "–"

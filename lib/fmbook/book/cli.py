@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks")
     book.add_argument("--profile", default="local", help="whose executed notebooks to publish")
 
+    pdf = sub.add_parser("pdf", help="the whole book as one PDF (_build/book.pdf), printed by Chromium")
+    pdf.add_argument("--profile", default="local", help="whose executed notebooks to print")
+
     params = sub.add_parser("params", help="a notebook's parameters, types, defaults and profile values")
     params.add_argument("target", metavar="CHAPTER/NOTEBOOK")
 
@@ -73,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
 
             html = build(profile=args.profile)
             print(f"The book is at {html / 'index.html'}")
+            return 0
+        if args.command == "pdf":
+            from fmbook.book.pdf import build_pdf
+
+            print(f"The PDF is at {build_pdf(profile=args.profile)}")
             return 0
         if args.command == "params":
             chapter, notebook = profiles.parse_target(args.target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmbook.book.profiles import ParameterError, list_chapters, list_notebooks, notebook_metadata
 from fmbook.book.registry import PAPERS
 from fmbook.core.paths import repo_root
 from fmbook.book.results import iter_results
@@ -84,12 +85,46 @@ def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = Non
     return rows
 
 
-def _notebook_link(chapter: str, notebook: str) -> str:
+def _notebook_link(chapter: str, notebook: str, long: bool = False) -> str:
     """A link from the status page to the notebook's page (when that notebook is part of the book)."""
     root = repo_root()
+    text = f"{chapter}/{notebook}" if long else notebook
     if root is not None and (root / "notebooks" / chapter / f"{notebook}.ipynb").is_file():
-        return f"[{notebook}](../notebooks/{chapter}/{notebook}.ipynb)"
-    return notebook
+        return f"[{text}](../notebooks/{chapter}/{notebook}.ipynb)"
+    return text
+
+
+def _metadata(chapter: str, notebook: str) -> dict[str, Any]:
+    try:
+        return notebook_metadata(chapter, notebook)
+    except (ParameterError, OSError, ValueError):
+        return {}
+
+
+def _budget_text(record: dict[str, Any]) -> str:
+    """The notebook's planned seconds at this profile, flagged when the run took longer."""
+    budget = (_metadata(record["chapter"], record["notebook"]).get("budget_s") or {}).get(record["profile"])
+    if budget is None:
+        return "–"
+    seconds = _seconds(record)
+    return f"{budget:.0f}" + (" (over)" if seconds is not None and seconds > budget else "")
+
+
+def _needs_rows() -> list[list[str]]:
+    rows = []
+    try:
+        chapters = list_chapters()
+    except (FileNotFoundError, OSError):
+        return rows
+    for chapter in chapters:
+        for notebook in list_notebooks(chapter):
+            meta = _metadata(chapter, notebook)
+            if not meta:
+                continue
+            licences = "; ".join(f"{k}: {v}" for k, v in (meta.get("licences") or {}).items())
+            rows.append([_notebook_link(chapter, notebook, long=True), str(meta.get("description", "")),
+                         str(meta.get("accelerator_full", "")), licences])
+    return rows
 
 
 def _produced_by(row: dict[str, Any]) -> str:
@@ -141,11 +176,17 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
     out += ["## Every executed notebook", "",
             "Execution time, hardware and the commit of each run (as QuantEcon's lectures do).", ""]
     out.append(_table(
-        ["chapter", "notebook", "profile", "executed", "time (s)", "hardware", "commit"],
-        [[r["chapter"], _notebook_link(r["chapter"], r["notebook"]), r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
-          _seconds(r), _hardware(r), ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])]
+        ["notebook", "profile", "executed", "time (s)", "budget (s)", "hardware", "commit"],
+        [[_notebook_link(r["chapter"], r["notebook"], long=True), r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
+          _seconds(r), _budget_text(r), _hardware(r), ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])]
          for r in sorted(records, key=lambda r: (r["profile"], r["chapter"], r["notebook"]))]) if records
         else "No notebook has been executed yet.")
+    needs = _needs_rows()
+    if needs:
+        out += ["", "## What each notebook needs", "",
+                "From each notebook's front matter: what it shows, what its `full` profile needs, and the "
+                "licences of the models and data it uses.", "",
+                _table(["notebook", "what it shows", "full needs", "licences"], needs)]
     for profile in shown:
         times = [t for r in records if r["profile"] == profile and (t := _seconds(r)) is not None]
         if times:
