@@ -59,3 +59,21 @@ def test_budget_column_flags_a_run_over_its_planned_time(monkeypatch):
     assert status._budget_text(_record("nmtune", "01_x", "smoke", [], seconds=12.5)) == "60"
     monkeypatch.setattr(status, "notebook_metadata", lambda c, n: {})
     assert status._budget_text(_record("nmtune", "01_x", "local", [])) == "–"
+
+
+def test_costs_pick_the_latest_cold_and_warm_whole_book_runs_and_readme_shows_the_record():
+    from fmbook.book import costs
+    from fmbook.core.paths import repo_root
+
+    entries = [
+        {"profile": "local", "targets": ["all"], "wall_s": 900.0, "ran": 30, "failed": 0, "cache_mb_before": 0.0},
+        {"profile": "local", "targets": ["nmtune"], "wall_s": 60.0, "ran": 5, "failed": 0, "cache_mb_before": 0.0},
+        {"profile": "local", "targets": ["all"], "wall_s": 300.0, "ran": 30, "failed": 0, "cache_mb_before": 4000.0},
+        {"profile": "local", "targets": ["all"], "wall_s": 3.0, "ran": 0, "failed": 0, "cache_mb_before": 4000.0},
+        {"profile": "smoke", "targets": ["all"], "wall_s": 90.0, "ran": 30, "failed": 0, "cache_mb_before": 0.0},
+    ]
+    summary = costs.summarise(entries, "local")
+    assert summary["cold"]["wall_s"] == 900.0 and summary["warm"]["wall_s"] == 300.0
+    root = repo_root()
+    assert (root / "book/costs.json").is_file(), "record the costs: python -m fmbook costs --write"
+    assert costs.readme_block(root) in (root / "README.md").read_text(), "README's table is stale: python -m fmbook costs --write"

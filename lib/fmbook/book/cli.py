@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="write each notebook's .ipynb from its MyST text (.md)")
     sync.add_argument("--check", action="store_true", help="only report pairs that differ (exit 1 if any)")
 
+    cost = sub.add_parser("costs", help="time and disk of the last recorded runs (README's table)")
+    cost.add_argument("--write", action="store_true", help="record them in book/costs.json and the README")
+    cost.add_argument("--profile", default="local")
+
     grade = sub.add_parser("grade", help="run a student's edited notebook and compare it with the book's run")
     grade.add_argument("notebook", help="the student's .ipynb (or MyST .md) file")
     grade.add_argument("--profile", default="smoke", help="profile to execute at (default: smoke)")
@@ -66,10 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            from fmbook.book.runner import run
+            import time
 
+            from fmbook.book import costs
+            from fmbook.book.runner import run
+            from fmbook.core.paths import cache_dir
+
+            cache_before, t0 = costs.folder_mb(cache_dir()), time.perf_counter()
             outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
                            jobs=args.jobs, force=args.force)
+            costs.log_run(args.profile, args.targets, time.perf_counter() - t0,
+                          ran=sum(o.status == "ran" for o in outcomes),
+                          skipped=sum(o.status == "skipped" for o in outcomes),
+                          failed=sum(o.status not in ("ran", "skipped") for o in outcomes),
+                          cache_mb_before=cache_before, jobs=args.jobs)
             return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
         if args.command == "book":
             from fmbook.book.build import build
@@ -106,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1 if problems else 0
             written = pairs.sync()
             print(f"synced {len(written)} notebook(s)" + (f": {', '.join(written)}" if written else ""))
+            return 0
+        if args.command == "costs":
+            from fmbook.book import costs
+
+            if args.write:
+                print(f"wrote {costs.write(args.profile)} and the README's table")
+            print(costs.render(costs.measure(args.profile)))
             return 0
         if args.command == "grade":
             from fmbook.book.grade import grade
