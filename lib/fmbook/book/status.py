@@ -194,3 +194,25 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
                         "(one after another; `-j 2` runs chapters in parallel)."]
     out.append("")
     return "\n".join(out)
+
+
+def chapter_times_markdown(chapter: str, root: Path | None = None) -> str:
+    """A landing page's table: each notebook's planned budget and last measured time per profile."""
+    try:
+        notebooks = list_notebooks(chapter)
+    except (ParameterError, FileNotFoundError):
+        return ""
+    measured = {(r["notebook"], r["profile"]): _seconds(r) for r in iter_results(root) if r.get("chapter") == chapter}
+    header = ["notebook", "what it shows", "smoke: last run (budget)", "local: last run (budget)"]
+    rows = []
+    for notebook in notebooks:
+        meta = _metadata(chapter, notebook)
+        budget = meta.get("budget_s") or {}
+        cells = []
+        for profile in ("smoke", "local"):
+            seconds = measured.get((notebook, profile))
+            planned = f" ({budget[profile]:.0f} s)" if profile in budget else ""
+            cells.append((f"{seconds:.0f} s" if seconds is not None else "not run here") + planned)
+        rows.append([f"{{doc}}`{notebook} </notebooks/{chapter}/{notebook}>`", str(meta.get("description", "")), *cells])
+    return ("Time per notebook on the machine that built this page (last run), with the planned budget "
+            "in brackets:\n\n" + _table(header, rows) + "\n")
