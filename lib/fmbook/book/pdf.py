@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from fmbook.book.build import BookError, stage
 from fmbook.core.paths import build_dir
 
@@ -25,11 +27,16 @@ PRINT_CSS = """
 .dropdown-launch-buttons, .theme-switch-button, .search-button, .headerbtn, .skip-link,
 .bd-search, .sidebar-toggle, .secondary-toggle, button.copybtn, .toggle-button, #pst-back-to-top,
 .bd-sidebar, .bd-toc { display: none !important; }
-.bd-main, .bd-content, .bd-article-container, .bd-page-width { max-width: 100% !important; width: 100% !important; }
+html, body, .bd-container, .bd-container__inner, .bd-main, .bd-content, .bd-article-container,
+.bd-page-width, .bd-article, article { max-width: none !important; width: auto !important;
+  margin-left: 0 !important; margin-right: 0 !important; display: block !important; }
+img { max-width: 100% !important; height: auto !important; }
 .bd-article { padding: 0 !important; }
-div.cell_output, div.cell_input, img, figure, table { break-inside: avoid; }
+img, figure { break-inside: avoid; }  /* not on large blocks: Chromium drops the rest of the document */
 .fmbook-scroll { overflow: visible !important; }
 h1 { break-before: page; }
+details.hide.above-input, details.hide.below-input > summary, .cell.tag_hide-input > .cell_input,
+.cell.tag_remove-input > .cell_input { display: none !important; }
 pre { white-space: pre-wrap !important; word-break: break-word; }
 """
 
@@ -49,11 +56,17 @@ def single_page(profile: str) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     log = build_dir() / "book-single-build.log"
     log.write_text(proc.stdout + "\n" + proc.stderr)
-    page = output / "_build" / "singlehtml" / "index.html"
+    html_root = output / "_build" / "singlehtml"
+    root_doc = yaml.safe_load((source / "_toc.yml").read_text())["root"]
+    page = html_root / f"{root_doc}.html"
     if proc.returncode != 0 or not page.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BookError(f"the single-page build failed (full log: {log}):\n{tail}")
-    return page
+    # Sphinx writes the page at the root document's path (book/intro.html) but links its images and
+    # static files from the output's top: a copy at the top resolves them.
+    top = html_root / "print.html"
+    shutil.copy2(page, top)
+    return top
 
 
 def print_pdf(page: Path, target: Path, timeout_s: float = 300) -> Path:
@@ -70,7 +83,12 @@ def print_pdf(page: Path, target: Path, timeout_s: float = 300) -> Path:
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 1800})
             tab.goto(page.as_uri(), wait_until="load", timeout=timeout_s * 1000)
-            tab.wait_for_load_state("networkidle", timeout=timeout_s * 1000)
+            # MathJax typesets after load; widgets render from their embedded state. (Waiting for the
+            # network to go idle never ends: the theme keeps a connection polling.)
+            tab.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+            tab.evaluate("() => document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+            tab.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=timeout_s * 1000)
+            tab.wait_for_timeout(2000)
             tab.add_style_tag(content=PRINT_CSS)
             tab.emulate_media(media="print")
             tab.pdf(path=str(partial), format="A4", print_background=True, outline=True, tagged=True)
