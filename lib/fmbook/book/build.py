@@ -15,13 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from fmbook.atlas import write_related_includes
 from fmbook.core.paths import build_dir, repo_root
 from fmbook.book.profiles import check_profile
+from fmbook.book.related import write_includes as write_related_includes
 from fmbook.book.runner import executed_path
-from fmbook.book.status import render_markdown
+from fmbook.book.status import chapters_markdown, render_markdown
 
 STATUS_PAGE = "book/status.md"
+CHAPTER_TABLE = "book/_chapters_table.md"  # included by the intro
 
 
 class BookError(RuntimeError):
@@ -76,7 +77,8 @@ def stage(profile: str) -> Path:
         raise BookError(f"not executed at profile '{profile}': {', '.join(missing)}; run first: "
                         f"python -m fmbook run --profile {profile}")
     (target / STATUS_PAGE).write_text(render_markdown(profile))
-    write_related_includes(target / "book", profile)  # "related work" lists of the landing pages
+    (target / CHAPTER_TABLE).write_text(chapters_markdown(profile))
+    write_related_includes(target / "book", profile)  # "related work" lists, from the results files
     return target
 
 
