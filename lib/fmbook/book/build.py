@@ -16,16 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from fmbook.atlas import write_related_includes
 from fmbook.core.paths import build_dir, repo_root
 from fmbook.book.costs import costs_file, render
 from fmbook.book.profiles import check_profile
+from fmbook.book.related import write_includes as write_related_includes
 from fmbook.book.runner import executed_path
 from fmbook.book.registry import CHAPTERS
-from fmbook.book.status import chapter_times_markdown, render_markdown
+from fmbook.book.status import chapter_times_markdown, chapters_markdown, render_markdown
 
 STATUS_PAGE = "book/status.md"
 COSTS_INCLUDE = "book/_costs.md"  # included by how_to_run.md
+CHAPTER_TABLE = "book/_chapters_table.md"  # included by the intro
 
 
 class BookError(RuntimeError):
@@ -90,11 +91,12 @@ def stage(profile: str) -> Path:
                         f"python -m fmbook run --profile {profile}")
     (target / STATUS_PAGE).write_text(render_markdown(profile))
     (target / COSTS_INCLUDE).write_text(costs_markdown(root))
+    (target / CHAPTER_TABLE).write_text(chapters_markdown(profile))
     times = target / "book" / "chapters" / "_times"  # included by the landing pages
     times.mkdir(parents=True, exist_ok=True)
     for chapter in CHAPTERS:
         (times / f"{chapter.id}.md").write_text(chapter_times_markdown(chapter.id) or "*No notebooks yet.*\n")
-    write_related_includes(target / "book", profile)  # "related work" lists of the landing pages
+    write_related_includes(target / "book", profile)  # "related work" lists, from the results files
     return target
 
 

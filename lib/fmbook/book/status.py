@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fmbook.book.profiles import ParameterError, list_chapters, list_notebooks, notebook_metadata
-from fmbook.book.registry import PAPERS
+from fmbook.book.registry import CHAPTERS, PAPERS
 from fmbook.core.paths import repo_root
 from fmbook.book.results import iter_results
 from fmbook.core.claims import interval_text
@@ -85,13 +85,12 @@ def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = Non
     return rows
 
 
-def _notebook_link(chapter: str, notebook: str, long: bool = False) -> str:
+def _notebook_link(chapter: str, notebook: str, label: str | None = None) -> str:
     """A link from the status page to the notebook's page (when that notebook is part of the book)."""
     root = repo_root()
-    text = f"{chapter}/{notebook}" if long else notebook
     if root is not None and (root / "notebooks" / chapter / f"{notebook}.ipynb").is_file():
-        return f"[{text}](../notebooks/{chapter}/{notebook}.ipynb)"
-    return text
+        return f"[{label or notebook}](../notebooks/{chapter}/{notebook}.ipynb)"
+    return label or notebook
 
 
 def _metadata(chapter: str, notebook: str) -> dict[str, Any]:
@@ -122,8 +121,8 @@ def _needs_rows() -> list[list[str]]:
             if not meta:
                 continue
             licences = "; ".join(f"{k}: {v}" for k, v in (meta.get("licences") or {}).items())
-            rows.append([_notebook_link(chapter, notebook, long=True), str(meta.get("description", "")),
-                         str(meta.get("accelerator_full", "")), licences])
+            rows.append([_notebook_link(chapter, notebook, label=f"{chapter}/{notebook}"),
+                         str(meta.get("description", "")), str(meta.get("accelerator_full", "")), licences])
     return rows
 
 
@@ -175,12 +174,19 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
                     _table(["claim", "ours", "measured by"], [[r["claim"], r["ours"], _produced_by(r)] for r in mine]), ""]
     out += ["## Every executed notebook", "",
             "Execution time, hardware and the commit of each run (as QuantEcon's lectures do).", ""]
-    out.append(_table(
-        ["notebook", "profile", "executed", "time (s)", "budget (s)", "hardware", "commit"],
-        [[_notebook_link(r["chapter"], r["notebook"], long=True), r["profile"], (r.get("started_at") or "")[:16].replace("T", " "),
-          _seconds(r), _budget_text(r), _hardware(r), ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])]
-         for r in sorted(records, key=lambda r: (r["profile"], r["chapter"], r["notebook"]))]) if records
-        else "No notebook has been executed yet.")
+    if not records:
+        out.append("No notebook has been executed yet.")
+    for profile in shown:
+        mine = sorted((r for r in records if r["profile"] == profile), key=lambda r: (r["chapter"], r["notebook"]))
+        if not mine:
+            continue
+        out += [f"At the `{profile}` profile:", ""]
+        out.append(_table(
+            ["notebook", "time (s)", "budget (s)", "executed (UTC)", "hardware", "commit"],
+            [[_notebook_link(r["chapter"], r["notebook"], label=f"{r['chapter']}/{r['notebook']}"),
+              _seconds(r), _budget_text(r), (r.get("started_at") or "")[:16].replace("T", " "), _hardware(r),
+              ((r.get("provenance", {}).get("git", {}).get("commit") or "–")[:10])] for r in mine]))
+        out.append("")
     needs = _needs_rows()
     if needs:
         out += ["", "## What each notebook needs", "",
@@ -194,6 +200,45 @@ def render_markdown(published_profile: str, root: Path | None = None) -> str:
                         "(one after another; `-j 2` runs chapters in parallel)."]
     out.append("")
     return "\n".join(out)
+
+
+def chapter_status(chapter_id: str, records: list[dict[str, Any]]) -> str:
+    """One cell of the intro's chapter table: what has been measured for this chapter, and where."""
+    mine = [r for r in records if r.get("chapter") == chapter_id]
+    if not mine:
+        return "not run in this build"
+    profiles = sorted({r["profile"] for r in mine}, key=lambda p: ("smoke", "local", "full").index(p)
+                      if p in ("smoke", "local", "full") else 9)
+    where = " and ".join(f"`{p}`" for p in profiles)
+    claims = [c for r in mine for c in r.get("claims", [])]
+    if not claims:
+        return f"notebooks run at {where}; no claim measured yet"
+    counts = {v: sum(c.get("verdict") == v for c in claims) for v in ("holds", "contradicted", "not resolved")}
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    return f"{len(claims)} claim{'s' if len(claims) != 1 else ''} measured at {where}: {verdicts}"
+
+
+def chapters_markdown(published_profile: str, root: Path | None = None) -> str:
+    """The intro's chapter table, generated at build time from the registry and the results files:
+    every chapter, its paper, and whether (and at which profile) it has been reproduced."""
+    records = _records(root, (published_profile, "full"))
+    ran = {r["chapter"] for r in records}
+    lines = ["% generated by fmbook.book.status.chapters_markdown when the book is built; do not edit", "",
+             "| chapter | paper | what it asks | reproduced here |", "| --- | --- | --- | --- |"]
+    for c in CHAPTERS:
+        link = f"{{doc}}`{(c.short or c.title).replace('|', '/')} </{c.landing_page}>`"
+        paper = f"{{cite:t}}`{c.bibkey}`" if c.bibkey else {"atlas": "the collection around them",
+                                                              "appendix": "the book's own assets"}.get(c.kind, "")
+        if c.kind == "paper":
+            state = chapter_status(c.id, records) if c.id in ran else "**not reproduced yet**"
+        else:
+            state = "—" if c.id not in ran else chapter_status(c.id, records).split(";")[0]
+        lines.append(f"| {link} | {paper} | {c.question.replace('|', '/')} | {state} |")
+    n_done = sum(1 for c in PAPERS if c.id in ran)
+    lines += ["", f"Of the {len(PAPERS)} papers, {n_done} {'has' if n_done == 1 else 'have'} notebooks that ran for this build "
+                  f"(profile `{published_profile}`); the others are described on their landing pages "
+                  "and not reproduced yet.", ""]
+    return "\n".join(lines)
 
 
 def chapter_times_markdown(chapter: str, root: Path | None = None) -> str:
