@@ -123,27 +123,32 @@ def run_methods(setup: Setup, methods: Sequence[str], config: MethodConfig | Non
         key_parts = {**data_key, "train": fingerprint_arrays(split.indices, split.labels), "pool": setup.pool.fingerprint}
         base = {"dataset": dataset_label(ratio), "ratio": ratio, "seed": seed, "n_train": len(split)}
         stage1: dict[str, tuple] = {}
+        outputs: dict[str, tuple] = {}
 
         def get_stage1(loss: str, depth_zero: bool = False):
             name = "linear_probe" if depth_zero else loss
             if name not in stage1:
                 decoder = DecoderConfig(0, config.decoder.num_heads, config.decoder.mlp_ratio) if depth_zero else config.decoder
                 stage1[name] = T.cached_stage1(key_parts, tokens, split.labels, split.counts, loss, decoder,
-                                               config.train, seed, config.losses, use_cache)
+                                               config.train, seed, config.losses, use_cache, setup.test_tokens)
             return stage1[name]
+
+        def ce_outputs(which: str):
+            if which not in outputs:
+                outputs[which] = T.decoder_outputs(get_stage1("ce")[0], tokens if which == "train" else setup.test_tokens)
+            return outputs[which]
 
         for method in methods:
             if method == "zero_shot":
-                metrics, meta = T.evaluate(zero_shot, setup.test.labels, split.groups), {"seconds": 0.0, "from_cache": True}
+                pred, meta = zero_shot, {"seconds": 0.0, "from_cache": True}
             elif method in HEADS:
-                model, meta1 = get_stage1("ce")
-                f, z = T.decoder_outputs(model, tokens)
-                head, meta = T.cached_stage2(key_parts, model, meta1["key"], f, z, split.labels, split.counts, method,
-                                             config.stage2, seed, config.losses, use_cache)
-                metrics = T.evaluate(T.predict_head(model, head, setup.test_tokens), setup.test.labels, split.groups)
+                model, meta1, _ = get_stage1("ce")
+                _, meta, pred = T.cached_stage2(key_parts, model, meta1["key"], lambda: ce_outputs("train"),
+                                                lambda: ce_outputs("test"), split.labels, split.counts, method,
+                                                config.stage2, seed, config.losses, use_cache)
             else:
-                model, meta = get_stage1("ce" if method == "linear_probe" else method, method == "linear_probe")
-                metrics = T.evaluate(T.predict_decoder(model, setup.test_tokens), setup.test.labels, split.groups)
+                _, meta, pred = get_stage1("ce" if method == "linear_probe" else method, method == "linear_probe")
+            metrics = T.evaluate(pred, setup.test.labels, split.groups)
             log.info("%s seed %s %s: %.3f (%.1f s, cached %s)", dataset_label(ratio), seed, method,
                      metrics["overall"], meta["seconds"], meta["from_cache"])
             rows.append({**base, "method": method, "label": T.METHOD_LABELS[method], "stage": T.METHOD_STAGE[method],
@@ -164,3 +169,51 @@ def counts_frame(setup: Setup) -> pd.DataFrame:
 def describe_config(config: MethodConfig) -> dict:
     return {"decoder": asdict(config.decoder), "train": asdict(config.train), "stage2": asdict(config.stage2),
             "losses": asdict(config.losses), "zero_shot_templates": list(config.zero_shot_templates)}
+
+
+TEMPLATE_SETS = {"train": vlm.TRAIN_TEMPLATES, "heldout": vlm.HELDOUT_TEMPLATES, "name": vlm.CLASS_NAME_TEMPLATES}
+
+
+def templates(name: str) -> tuple[str, ...]:
+    """Zero-shot prompt sets: ``train`` (CLIP-style captions, ensembled), ``heldout``, ``name``."""
+    if name not in TEMPLATE_SETS:
+        raise ImbalanceError(f"unknown zero-shot template set {name!r}; allowed: {', '.join(TEMPLATE_SETS)}")
+    return tuple(TEMPLATE_SETS[name])
+
+
+def load_model(vlm_name: str, vlm_per_class: int = 2000, vlm_epochs: int = 6, seed: int = 0,
+               verbose: bool = False) -> tuple[vlm.VisionLanguageModel, vlm.LiTConfig | None]:
+    """The frozen VLM: ours (trained or loaded from the cache, the same recipe as the book's models
+    appendix) or a CLIP hub id / folder (``full``)."""
+    if vlm_name == vlm.OFFLINE_NAME:
+        config = vlm.LiTConfig(epochs=vlm_epochs, train_per_class=vlm_per_class, seed=seed, data_seed=seed)
+        return vlm.load_vlm(vlm_name, config, verbose=verbose), config
+    return vlm.load_vlm(vlm_name), None
+
+
+def load_data(dataset: str, lit_config: vlm.LiTConfig | None, test_per_class: int) -> tuple[ImageSet, ImageSet]:
+    """The pool the long-tailed sets are drawn from, and the balanced test set.
+
+    ``fashion-mnist``: the training images our VLM did not train on, and the test split. A hub id
+    (``full``, e.g. ``uoft-cs/cifar100``): its train and test splits.
+    """
+    from fmbook.core.datasets import load_image_dataset
+    from fmbook.imbalance.data import balanced_test_set, fashion_mnist_pool
+
+    if dataset == "fashion-mnist":
+        pool = fashion_mnist_pool(lit_config)
+    else:
+        pool = load_image_dataset(dataset, "train")
+    test = balanced_test_set(load_image_dataset(dataset, "test"), test_per_class)
+    return pool, test
+
+
+def method_config(decoder_depth: int = 3, decoder_heads: int = 4, decoder_mlp_ratio: float = 0.5,
+                  lr: float = 0.03, batch_size: int = 256, iterations: int = 8192, warmup: int = 512,
+                  stage2_iterations: int | None = None, zero_shot: str = "train") -> MethodConfig:
+    """A :class:`MethodConfig` from a notebook's flat parameters (stage 2 uses the same recipe)."""
+    train = T.TrainConfig(lr=lr, batch_size=batch_size, iterations=iterations, warmup=warmup)
+    s2 = stage2_iterations or iterations
+    stage2 = T.TrainConfig(lr=lr, batch_size=batch_size, iterations=s2, warmup=min(warmup, s2 - 1))
+    return MethodConfig(DecoderConfig(decoder_depth, decoder_heads, decoder_mlp_ratio), train, stage2,
+                        L.LossConfig(), templates(zero_shot))

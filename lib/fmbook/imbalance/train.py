@@ -130,10 +130,11 @@ def decoder_outputs(model: DecoderClassifier, tokens: np.ndarray, batch_size: in
     """Token-0 features and logits of a frozen decoder, ``(N, D)`` and ``(N, C)``."""
     model.eval()
     feats = []
-    for start in range(0, len(tokens), batch_size):
-        feats.append(model.features(torch.from_numpy(np.ascontiguousarray(tokens[start:start + batch_size])).float()))
-    f = torch.cat(feats)
-    return f, model.classifier(f)
+    with vision.deterministic(0):
+        for start in range(0, len(tokens), batch_size):
+            feats.append(model.features(torch.from_numpy(np.ascontiguousarray(tokens[start:start + batch_size])).float()))
+        f = torch.cat(feats)
+        return f, model.classifier(f)
 
 
 def train_stage2(stage1: DecoderClassifier, features: torch.Tensor, logits: torch.Tensor, labels: np.ndarray,
@@ -198,57 +199,76 @@ def run_key(**parts) -> str:
     return hashlib.sha256(json.dumps({**parts, "code": code_version()}, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _load_state(folder: Path) -> tuple[dict, dict] | None:
-    if (folder / "meta.json").is_file():
-        return json.loads((folder / "meta.json").read_text()), torch.load(folder / "state.pt", weights_only=True)
-    return None
+def _load_run(folder: Path) -> tuple[dict, dict, np.ndarray | None] | None:
+    if not (folder / "meta.json").is_file():
+        return None
+    pred = folder / "test_predictions.npy"
+    return (json.loads((folder / "meta.json").read_text()), torch.load(folder / "state.pt", weights_only=True),
+            np.load(pred) if pred.is_file() else None)
 
 
-def _save_state(folder: Path, meta: dict, state: dict) -> None:
+def _save_run(folder: Path, meta: dict, state: dict, predictions: np.ndarray | None) -> None:
     with atomic_folder(folder) as staging:
         torch.save(state, staging / "state.pt")
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+        if predictions is not None:
+            np.save(staging / "test_predictions.npy", predictions)
 
 
 def cached_stage1(key_parts: dict, tokens: np.ndarray, labels: np.ndarray, counts: Sequence[int], loss: str,
                   decoder: DecoderConfig, config: TrainConfig, seed: int,
-                  loss_config: L.LossConfig | None = None, use_cache: bool = True) -> tuple[DecoderClassifier, dict]:
-    """:func:`train_stage1`, cached under ``cache_dir()/imbalance/runs/<key>`` (meta: seconds, loss history)."""
+                  loss_config: L.LossConfig | None = None, use_cache: bool = True,
+                  test_tokens: np.ndarray | None = None) -> tuple[DecoderClassifier, dict, np.ndarray | None]:
+    """:func:`train_stage1`, cached under ``cache_dir()/imbalance/runs/<key>`` with its predictions on
+    ``test_tokens`` (``key_parts`` must identify the test set). Returns the model, its meta (seconds,
+    loss history, ``from_cache``) and the test predictions (None without ``test_tokens``)."""
     key = run_key(stage=1, loss=loss, decoder=asdict(decoder), config=asdict(config), seed=seed,
                   loss_config=asdict(loss_config or L.LossConfig()), **key_parts)
     folder = cache_dir() / "imbalance" / "runs" / key
-    loaded = _load_state(folder) if use_cache else None
+    loaded = _load_run(folder) if use_cache else None
     if loaded is not None:
-        meta, state = loaded
+        meta, state, pred = loaded
         model = DecoderClassifier(tokens.shape[-1], len(counts), decoder)
         model.load_state_dict(state)
         model.eval()
-        return model, {**meta, "from_cache": True}
+        if pred is None and test_tokens is not None:
+            pred = predict_decoder(model, test_tokens)
+        return model, {**meta, "from_cache": True}, pred
     start = time.perf_counter()
     model, history = train_stage1(tokens, labels, counts, loss, decoder, config, seed, loss_config)
     meta = {"key": key, "seconds": time.perf_counter() - start, "history": history}
+    pred = predict_decoder(model, test_tokens) if test_tokens is not None else None
     if use_cache:
-        _save_state(folder, meta, model.state_dict())
-    return model, {**meta, "from_cache": False}
+        _save_run(folder, meta, model.state_dict(), pred)
+    return model, {**meta, "from_cache": False}, pred
 
 
-def cached_stage2(key_parts: dict, stage1: DecoderClassifier, stage1_key: str, features: torch.Tensor,
-                  logits: torch.Tensor, labels: np.ndarray, counts: Sequence[int], head: str,
-                  config: TrainConfig, seed: int, loss_config: L.LossConfig | None = None,
-                  use_cache: bool = True) -> tuple[nn.Module, dict]:
+def cached_stage2(key_parts: dict, stage1: DecoderClassifier, stage1_key: str, train_outputs, test_outputs,
+                  labels: np.ndarray, counts: Sequence[int], head: str, config: TrainConfig, seed: int,
+                  loss_config: L.LossConfig | None = None, use_cache: bool = True) -> tuple[nn.Module, dict, np.ndarray]:
+    """:func:`train_stage2`, cached like :func:`cached_stage1`. ``train_outputs`` / ``test_outputs`` are
+    callables returning the frozen stage-1 ``(features, logits)``; they are called only when needed."""
     key = run_key(stage=2, head=head, stage1=stage1_key, config=asdict(config), seed=seed,
                   loss_config=asdict(loss_config or L.LossConfig()), **key_parts)
     folder = cache_dir() / "imbalance" / "runs" / key
-    loaded = _load_state(folder) if use_cache else None
+    loaded = _load_run(folder) if use_cache else None
+
+    def predict(module: nn.Module) -> np.ndarray:
+        f, z = test_outputs()
+        with torch.no_grad():
+            return module(f, z).argmax(1).numpy()
+
     if loaded is not None:
-        meta, state = loaded
+        meta, state, pred = loaded
         module = make_head(head, stage1.classifier)
         module.load_state_dict(state)
         module.eval()
-        return module, {**meta, "from_cache": True}
+        return module, {**meta, "from_cache": True}, pred if pred is not None else predict(module)
     start = time.perf_counter()
-    module, history = train_stage2(stage1, features, logits, labels, counts, head, config, seed, loss_config)
+    f, z = train_outputs()
+    module, history = train_stage2(stage1, f, z, labels, counts, head, config, seed, loss_config)
     meta = {"key": key, "seconds": time.perf_counter() - start, "history": history}
+    pred = predict(module)
     if use_cache:
-        _save_state(folder, meta, module.state_dict())
-    return module, {**meta, "from_cache": False}
+        _save_run(folder, meta, module.state_dict(), pred)
+    return module, {**meta, "from_cache": False}, pred
