@@ -59,6 +59,17 @@ def test_no_generator_writes_notebooks():
     assert not (ROOT / "lib/fmbook/book/authoring.py").exists()
 
 
+def test_every_notebook_declares_its_metadata_in_the_front_matter(tmp_path):
+    from fmbook.core.paths import chapters_dir
+
+    problems = checks.metadata_problems(chapters_dir())
+    assert not problems, "\n".join(problems)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "01_x.md").write_text("---\nfmbook:\n  description: x\n  budget_s: {smoke: 5}\n---\n# X\n")
+    assert "needs seconds for smoke and local" in checks.metadata_problems(tmp_path)[0] or \
+        "lacks" in checks.metadata_problems(tmp_path)[0]
+
+
 # --- numerals in prose ----------------------------------------------------------------------------
 def test_prose_has_no_typed_numbers_about_our_runs():
     problems = checks.numeral_problems(checks.prose_files(ROOT), ROOT)

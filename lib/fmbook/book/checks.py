@@ -157,3 +157,24 @@ def registry_problems(root: Path, chapters=CHAPTERS) -> list[str]:
         if folder.is_dir() and folder.name not in ids and not folder.name.startswith((".", "_")):
             problems.append(f"notebooks/{folder.name}: not registered in lib/fmbook/book/registry.py")
     return problems
+
+
+METADATA_KEYS = ("description", "budget_s", "accelerator_full", "licences")
+
+
+def metadata_problems(chapters_root: Path) -> list[str]:
+    """Every text notebook's front matter carries the ``fmbook`` block the status page reads."""
+    import jupytext
+
+    problems = []
+    for md in sorted(chapters_root.glob("*/[0-9][0-9]_*.md")):
+        meta = jupytext.read(md).metadata.get("fmbook") or {}
+        name = f"{md.parent.name}/{md.name}"
+        missing = [k for k in METADATA_KEYS if k not in meta]
+        if missing:
+            problems.append(f"{name}: front matter lacks fmbook: {', '.join(missing)}")
+            continue
+        budget = meta["budget_s"]
+        if not isinstance(budget, dict) or not {"smoke", "local"} <= set(budget):
+            problems.append(f"{name}: fmbook.budget_s needs seconds for smoke and local, got {budget!r}")
+    return problems
