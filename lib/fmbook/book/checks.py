@@ -22,7 +22,11 @@ import yaml
 
 from fmbook.book.registry import CHAPTERS
 
-REFERENCE_WORDS = r"(?:Table|Tables|Figure|Figures|Fig\.|Section|Sections|Sec\.|Eq\.|Eqs\.|Equation|equation|Appendix|Algorithm|step|Step|Lesson|lesson|notebook|Notebook|chapter|Chapter|part|Part|page|arXiv|wave|Wave|version|v)"
+REFERENCE_WORDS = (r"(?:Table|Tables|Figure|Figures|Fig\.|Section|Sections|Sec\.|Eq\.|Eqs\.|Equation|equation|"
+                   r"Appendix|Algorithm|step|Step|Lesson|lesson|notebook|Notebook|notebooks|chapter|Chapter|part|"
+                   r"Part|page|arXiv|wave|Wave|version|v|token|layer|index|column|row|rank|seed|position)")
+# a confidence level is a constant of the method, true at every profile
+_LEVEL_AFTER = re.compile(r"^\s*%?\s*(?:-|\s)?(?:t-)?(?:confidence|interval|intervals|CI|credible)\b")
 _SKIP_INLINE = [
     re.compile(r"\{glue(?::\w+)?\}`[^`]*`"),  # glue roles
     re.compile(r"\{(?:cite|cite:p|cite:t|doc|ref|numref|eq|download|math)\}`[^`]*`"),
@@ -99,6 +103,8 @@ def numeral_problems(paths: list[Path], root: Path | None = None) -> list[str]:
                 token = m.group(0).strip()
                 bare = token.lstrip("+-−").rstrip("%").strip()
                 if _YEAR.match(bare):
+                    continue
+                if _LEVEL_AFTER.match(text[m.end():]) and bare in ("90", "95", "99"):
                     continue
                 before = text[: m.start()].rstrip()
                 if _REFERENCE.search(before[-20:]) or re.search(r"(?:Tables?|Figures?|Sections?)\s[\d,\sand]*$", before):
