@@ -120,27 +120,12 @@ def prose_files(root: Path) -> list[Path]:
     return sorted(root.glob("notebooks/*/[0-9][0-9]_*.md")) + sorted(root.glob("book/chapters/*.md"))
 
 
-def _toc_files(toc: dict) -> set[str]:
-    found = {toc["root"]}
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.add(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return found
-
-
 def registry_problems(root: Path, chapters=CHAPTERS) -> list[str]:
     """What is missing for each registered chapter, and folders that no registry entry claims."""
     problems = []
-    toc = _toc_files(yaml.safe_load((root / "_toc.yml").read_text()))
+    from fmbook.book.build import toc_files
+
+    toc = set(toc_files(yaml.safe_load((root / "_toc.yml").read_text())))
     bib = (root / "book/references.bib").read_text(encoding="utf-8") if (root / "book/references.bib").is_file() else ""
     ids = {c.id for c in chapters}
     for c in chapters:
