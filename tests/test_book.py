@@ -18,7 +18,7 @@ import yaml
 
 from fmbook.book import profiles
 
-from fmbook.book import runner
+from fmbook.book import runner, status
 from fmbook.book.build import toc_files
 from fmbook.book.nb import bootstrap_cell
 from fmbook.book.registry import CHAPTERS, PAPERS
@@ -130,13 +130,16 @@ def test_status_page_lists_every_chapter_with_numbers(built_book):
     for record in records:
         name = f"{record['chapter']}/{record['notebook']}"
         seconds = record["runner"]["execution_s"]
-        row = re.search(rf"{re.escape(name)}</span></a></td>\s*<td[^>]*>([^<]+)</td>", text)
+        row = re.search(rf"{re.escape(name)}</span></a>(?:</p>)?</td>\s*<td[^>]*>(?:<p>)?([^<]+)<", text)
         assert row, f"{name} is not listed in the table of executed notebooks"
         expected = f"{seconds:.3g}" if seconds < 1000 else f"{seconds:,.0f}"
         assert row.group(1).strip() == expected, (name, row.group(1), expected)
         for claim in record.get("claims", []):
             assert interval_text(claim) in text, f"{name}: claim {claim['claim']!r} without its interval"
             assert claim["verdict"] in text
+        for headline in record.get("headlines", []):
+            ours = status._with_unit(headline.get("ours"), headline.get("unit") or "").replace("\\|", "|")
+            assert ours in text, f"{name}: headline {headline['claim']!r} without our number {ours!r}"
     assert "Every executed notebook" in text and "smoke" in text
 
 
@@ -146,7 +149,7 @@ def test_intro_table_says_which_chapters_are_reproduced(built_book):
     ran = {r["chapter"] for r in _smoke_records()}
     table = text[text.index("reproduced here"):]
     for chapter in CHAPTERS:
-        row = table[table.index(f"/chapters/{chapter.id}.html"):]
+        row = table[table.index(f'chapters/{chapter.id}.html"'):]
         row = row[: row.index("</tr>")]
         if chapter.kind == "paper" and chapter.id not in ran:
             assert "not reproduced yet" in row, chapter.id

@@ -123,3 +123,30 @@ def test_runner_keeps_warnings_and_progress_out_of_the_notebook(mini_book):
     assert "a library warning" in log
     record = json.loads((mini_book / "results/demo/smoke/02_second.json").read_text())
     assert record["runner"]["warnings_logged"] >= 1
+
+
+# ------------------------------------------------------------------------------ the book's extension
+
+def test_sphinx_extension_dedupes_scripts_and_fixes_theme_markup(tmp_path):
+    from sphinx.builders.html._assets import _JavaScript
+
+    from fmbook.book import sphinx_ext
+
+    context = {"script_files": [_JavaScript(None, body="const A = 1"), _JavaScript("x.js"),
+                                _JavaScript(None, body="const A = 1")]}
+    sphinx_ext.dedupe_scripts(None, "p", "page.html", context, None)
+    assert len(context["script_files"]) == 2
+    nav = ('<a class="current reference internal" href="#">NMTune &amp; co</a><details open="open"><summary>'
+           '<span class="toctree-toggle" role="presentation"><i></i></span></summary>')
+    bib = '<div role="list" class="citation-list"><div class="citation" id="id5" role="doc-biblioentry">'
+    page = tmp_path / "notebooks" / "demo" / "p.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(nav + bib + '<script type="application/vnd.jupyter.widget-state+json">{}</script>')
+    fonts = tmp_path / "_static" / "vendor" / "jupyter-widgets"
+    fonts.mkdir(parents=True)
+    (fonts / "abc.woff2").write_bytes(b"font")
+    assert sphinx_ext.fix_written_pages(tmp_path) == 1
+    text = page.read_text()
+    assert '<summary aria-label="Show or hide the pages of NMTune &amp; co">' in text
+    assert 'role="listitem"' in text and "doc-biblioentry" not in text
+    assert sphinx_ext.copy_widget_fonts(tmp_path) == [page.parent / "@jupyter-widgets/html-manager/dist/abc.woff2"]

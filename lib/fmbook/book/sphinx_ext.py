@@ -69,7 +69,7 @@ def copy_widget_fonts(out: Path) -> list[Path]:
     return written
 
 
-_TOGGLE = re.compile(r'(<a class="reference internal" href="[^"]*">(?P<name>[^<]*)</a>)<details(?P<open> open="open")?>'
+_TOGGLE = re.compile(r'(<a class="(?:current )?reference internal" href="[^"]*">(?P<name>[^<]*)</a>)<details(?P<open> open="open")?>'
                      r'<summary><span class="toctree-toggle" role="presentation">')
 
 
@@ -110,6 +110,7 @@ def build_finished(app, exception) -> None:
 
 
 def setup(app):
-    app.connect("html-page-context", dedupe_scripts)
+    # early: html-page-context stops at the first handler that returns a template name
+    app.connect("html-page-context", dedupe_scripts, priority=100)
     app.connect("build-finished", build_finished)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

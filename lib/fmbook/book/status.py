@@ -211,6 +211,9 @@ def chapter_status(chapter_id: str, records: list[dict[str, Any]]) -> str:
                       if p in ("smoke", "local", "full") else 9)
     where = " and ".join(f"`{p}`" for p in profiles)
     claims = [c for r in mine for c in r.get("claims", [])]
+    headlines = [h for r in mine for h in r.get("headlines", [])]
+    if not claims and headlines:
+        return f"{len(headlines)} headline number{'s' if len(headlines) != 1 else ''} measured at {where} (no interval yet)"
     if not claims:
         return f"notebooks run at {where}; no claim measured yet"
     counts = {v: sum(c.get("verdict") == v for c in claims) for v in ("holds", "contradicted", "not resolved")}

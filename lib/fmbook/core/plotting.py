@@ -18,7 +18,7 @@ import matplotlib
 
 PALETTE = "colorblind"
 MIN_FONT_PT = 9.0  # no text in a figure smaller than this
-STAMP_FONT_PT = 9.0  # the provenance line
+STAMP_FONT_PT = 10.0  # the provenance line (a 10 in figure keeps it >= 9 px in the 688 px text column)
 MAX_WIDTH_IN = 10.0  # wider figures are scaled down by the page until their text is too small
 STAMP_GID = "fmbook-stamp"
 METADATA_KEY = "fmbook"
