@@ -28,6 +28,11 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _finite(value: float) -> float:
+    """An unbounded interval end (one seed) as NaN, which tables show as a dash."""
+    return float(value) if np.isfinite(value) else float("nan")
+
+
 def _check(final: pd.DataFrame, methods: Sequence[str]) -> None:
     missing = {"method", "seed", "client", "accuracy"} - set(final.columns)
     if missing:
@@ -60,7 +65,7 @@ def method_summary(final: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         per_seed = part.groupby("seed")["accuracy"].mean().to_numpy() * 100
         iv = stats.t_interval(per_seed, level)
         rows.append({"method": m, "label": METHOD_LABELS.get(m, m), "accuracy %": iv.estimate,
-                     "low": iv.low, "high": iv.high, "seeds": len(per_seed),
+                     "low": _finite(iv.low), "high": _finite(iv.high), "seeds": len(per_seed),
                      "queries per client": float(part["queries"].mean()) if "queries" in part else np.nan})
     return pd.DataFrame(rows)
 
@@ -71,7 +76,8 @@ def per_client_table(final: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     rows = []
     for (m, c), part in final.groupby(["method", key], sort=False):
         iv = stats.t_interval(part["accuracy"].to_numpy() * 100, level)
-        rows.append({"method": m, "client": c, "accuracy %": iv.estimate, "low": iv.low, "high": iv.high})
+        rows.append({"method": m, "client": c, "accuracy %": iv.estimate, "low": _finite(iv.low),
+                     "high": _finite(iv.high)})
     return pd.DataFrame(rows)
 
 
@@ -86,7 +92,8 @@ def per_client_gains(final: pd.DataFrame, treated: str, baseline: str, level: fl
     rows = []
     for name, part in diffs.groupby("client_name", sort=False):
         iv = stats.t_interval(part["gain"].to_numpy(), level)
-        rows.append({"client": name, "gain": iv.estimate, "low": iv.low, "high": iv.high, "n": iv.n})
+        rows.append({"client": name, "gain": iv.estimate, "low": _finite(iv.low), "high": _finite(iv.high),
+                     "n": iv.n})
     return pd.DataFrame(rows)
 
 

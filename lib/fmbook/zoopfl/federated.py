@@ -139,22 +139,94 @@ def history_rows(history, method: str, seed: int, names: Sequence[str]) -> tuple
     return ev, b
 
 
+def _one_run(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame, float, list[str]]:
+    m, seed, clients_dict, blackbox_dict, config_dict, engine, evaluate_every = args
+    import torch
+
+    torch.set_num_threads(1)
+    clients, blackbox = ClientsConfig(**clients_dict), BlackBoxConfig(**blackbox_dict)
+    config = _method.ZooPFLConfig.from_dict(config_dict)
+    t0 = time.perf_counter()
+    history = run_method(m, clients, blackbox, config, seed, engine, evaluate_every)
+    names = ZooPFLTask(clients_dict, blackbox_dict, config_dict, seed).client_names
+    ev, b = history_rows(history, m, seed, names)
+    return ev, b, time.perf_counter() - t0, names
+
+
 def run_grid(methods: Sequence[str], seeds: Sequence[int], clients: ClientsConfig, blackbox: BlackBoxConfig,
              config: _method.ZooPFLConfig, engine: str = "simulate", evaluate_every: int = 1,
-             log=None) -> Results:
-    """Every method x seed on the same clients (re-drawn per seed), black box and budget."""
-    rows, bytes_, seconds = [], [], {}
-    names: list[str] = []
-    for seed in seeds:
-        seeded = ClientsConfig(**{**clients.to_dict(), "seed": int(seed)})
-        for m in methods:
-            t0 = time.perf_counter()
-            history = run_method(m, seeded, blackbox, config, int(seed), engine, evaluate_every)
-            seconds[f"{m}/{seed}"] = time.perf_counter() - t0
-            names = ZooPFLTask(seeded.to_dict(), blackbox.to_dict(), config.to_dict(), seed).client_names
-            ev, b = history_rows(history, m, int(seed), names)
-            rows.append(ev)
-            bytes_.append(b)
-            if log:
-                log(f"{m} seed {seed}: {seconds[f'{m}/{seed}']:.1f} s")
+             log=None, workers: int = 1) -> Results:
+    """Every method x seed on the same clients (re-drawn per seed), black box and budget.
+
+    ``workers > 1`` runs independent (method, seed) runs in that many processes (each run is
+    deterministic on its own, so the numbers do not depend on ``workers``); Flower runs stay serial.
+    """
+    for m in methods:
+        _method.check_method(m)
+    if workers < 1:
+        raise ZooPFLError(f"workers must be >= 1, got {workers}")
+    jobs = [(m, int(seed), {**clients.to_dict(), "seed": int(seed)}, blackbox.to_dict(), config.to_dict(), engine,
+             evaluate_every) for seed in seeds for m in methods]
+    if workers > 1 and engine == "simulate" and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        build_blackbox(blackbox)  # train (and cache) the black box once, before the workers load it
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            outputs = list(pool.map(_one_run, jobs))
+    else:
+        outputs = [_one_run(job) for job in jobs]
+    rows, bytes_, seconds, names = [], [], {}, []
+    for job, (ev, b, secs, names) in zip(jobs, outputs):
+        rows.append(ev)
+        bytes_.append(b)
+        seconds[f"{job[0]}/{job[1]}"] = secs
+        if log:
+            log(f"{job[0]} seed {job[1]}: {secs:.1f} s")
     return Results(pd.concat(rows, ignore_index=True), pd.concat(bytes_, ignore_index=True), seconds, names)
+
+
+def code_version() -> str:
+    """Hash of the ZooPFL package's and the federated core's sources (part of every cache key)."""
+    import hashlib
+    from pathlib import Path
+
+    import fmbook.core.fl as fl_pkg
+
+    here = Path(__file__).parent
+    files = sorted(here.glob("*.py")) + sorted(Path(fl_pkg.__file__).parent.glob("*.py"))
+    files.append(Path(__file__).parents[1] / "core" / "vision.py")
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files) + torch_version().encode()).hexdigest()[:12]
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def cached_grid(methods: Sequence[str], seeds: Sequence[int], clients: ClientsConfig, blackbox: BlackBoxConfig,
+                config: _method.ZooPFLConfig, engine: str = "simulate", evaluate_every: int = 1,
+                log=None, workers: int = 1) -> tuple[Results, bool]:
+    """:func:`run_grid`, cached under ``cache_dir()/zoopfl/<key>.json`` (key: every setting and the
+    code); returns ``(results, from_cache)``. Notebooks that show the same runs share them this way."""
+    import hashlib
+    import json
+
+    from fmbook.core.paths import cache_dir
+
+    payload = {"methods": list(methods), "seeds": [int(s) for s in seeds], "clients": clients.to_dict(),
+               "blackbox": blackbox.to_dict(), "config": config.to_dict(), "engine": engine,
+               "evaluate_every": evaluate_every, "code": code_version()}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / "zoopfl" / f"{key}.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        return Results(pd.DataFrame(data["rows"]), pd.DataFrame(data["bytes"]), data["seconds"],
+                       data["client_names"]), True
+    results = run_grid(methods, seeds, clients, blackbox, config, engine, evaluate_every, log, workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{key}.{time.time_ns()}.json")
+    tmp.write_text(json.dumps({**results.to_dict(), "client_names": results.client_names}, default=float))
+    tmp.replace(path)
+    return results, False

@@ -113,8 +113,8 @@ class ZooPFLConfig:
         for name in ("bottleneck", "hidden", "rounds", "batch_size", "query_budget"):
             if getattr(self, name) < 1:
                 raise ZooPFLError(f"ZooPFLConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.embed_dim < 0 or not 0 <= self.warmup_rounds < self.rounds:
-            raise ZooPFLError(f"need embed_dim >= 0 and 0 <= warmup_rounds < rounds; got embed_dim={self.embed_dim}, "
+        if self.embed_dim < 0 or not 0 <= self.warmup_rounds <= self.rounds:
+            raise ZooPFLError(f"need embed_dim >= 0 and 0 <= warmup_rounds <= rounds; got embed_dim={self.embed_dim}, "
                               f"warmup_rounds={self.warmup_rounds}, rounds={self.rounds}")
 
     # --- derived ------------------------------------------------------------------------------
@@ -245,6 +245,8 @@ def steps_per_round(config: ZooPFLConfig, latent_dim: int, batch: int, per_examp
     """``(steps, queries per step)`` of a zeroth-order round: the per-client budget split evenly over
     the zeroth-order rounds. A per-round budget that cannot pay for one step is refused
     (:class:`~fmbook.zoopfl.blackbox.QueryBudgetExceeded`)."""
+    if config.zo_rounds < 1:
+        raise ZooPFLError("no zeroth-order round left: warmup_rounds == rounds (a warm-up-only run)")
     per_round = config.query_budget // config.zo_rounds
     cost = step_cost(config, latent_dim, batch, per_example)
     if per_round < cost:

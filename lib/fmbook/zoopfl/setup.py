@@ -142,8 +142,7 @@ def build_blackbox(config: BlackBoxConfig, class_names: Sequence[str] = _dataset
     if config.model == "tiny-resnet":
         trained = pretrain_blackbox_encoder(config)
         box = bb.image_classifier_blackbox(trained, name=f"tiny-resnet (width {config.width})")
-        box.info.update({"pretrain_per_class": config.pretrain_per_class, "pretrain_epochs": config.pretrain_epochs,
-                         "pretrain_clean_accuracy": trained.history["eval_acc"][-1] if trained.history.get("eval_acc") else None})
+        box.info.update({"pretrain_per_class": config.pretrain_per_class, "pretrain_epochs": config.pretrain_epochs})
     elif config.model == "fmbook/lit-fashion-minilm":
         from fmbook.core import vlm
 
