@@ -349,3 +349,25 @@ def test_federated_adapter_runs_through_the_core_simulator(monkeypatch):
     zs = curves[curves["method"] == "zero_shot"]
     assert (zs["bytes_total"].fillna(0) == 0).all()  # nothing shared
     assert curves[curves["method"] == "zoopfl"]["bytes_total"].max() > 0
+
+
+def test_zeroth_order_training_alone_lowers_the_loss_through_the_black_box():
+    """Re-mapping frozen (lr 0): only the ZO-trained input perturbation can lower the loss."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.stack([torch.ones(16), -torch.ones(16)]))
+        net[1].bias.copy_(torch.tensor([0.0, 2.0]))
+    box = bb.module_blackbox(net, (1, 4, 4), 2, "linear")
+    x = np.full((32, 1, 4, 4), 0.05, np.float32)
+    y = np.zeros(32, np.int64)  # the black box says class 1 for all of them
+    cfg = method.ZooPFLConfig(method="zoopfl_no_ae", rounds=4, query_budget=4 * 8 * 4 * 5, batch_size=8,
+                              lr_surgery=0.02, lr_remap=0.0, zo=zo.ZOConfig(q=3, mu=0.01))
+    state = method.initial_state(cfg, (1, 4, 4), 2, 2)
+    before = method.evaluate(cfg, state, box, x, y)["accuracy"]
+    losses = []
+    for r in range(1, 5):
+        state, metrics = method.fit_round(cfg, state, box, x, y, r, 0, 0)
+        losses.append(metrics["loss"])
+    assert losses[-1] < losses[0] - 0.1
+    assert before == 0.0 and method.evaluate(cfg, state, box, x, y)["accuracy"] == 1.0
+    np.testing.assert_array_equal(state["remap.linear.weight"], np.eye(2, dtype=np.float32))
