@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README):
 #   make book [PROFILE=smoke|local|full]   set up, execute every notebook at PROFILE, build the HTML
 #   make test                              set up and run the whole test suite
+#   make pdf [PROFILE=...]                 the whole book as one PDF
 PROFILE ?= local
 JOBS ?= 2
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fmbook-installed
 
-.PHONY: setup fetch notebooks book test browser-deps clean
+.PHONY: setup fetch sync notebooks book pdf test browser-deps clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@echo "== setting up $(VENV) (exact pins from requirements.txt; CPU build of PyTorch)"
@@ -23,11 +24,19 @@ setup: $(STAMP)
 fetch: setup
 	$(PY) -m fmbook fetch
 
-notebooks: fetch
+# The MyST text notebooks are the source; their .ipynb pairs are written from them.
+sync: setup
+	$(PY) -m fmbook sync
+
+notebooks: fetch sync
 	$(PY) -m fmbook run --profile $(PROFILE) -j $(JOBS)
 
 book: notebooks
 	$(PY) -m fmbook book --profile $(PROFILE)
+
+# The whole book as one PDF (_build/book.pdf), printed by Debian's Chromium from a single-page build.
+pdf: notebooks browser-deps
+	$(PY) -m fmbook pdf --profile $(PROFILE)
 
 # Debian's Chromium for the browser checks (Playwright drives it; it cannot download its own).
 browser-deps:

@@ -9,30 +9,52 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+FRONT = """---
+jupytext:
+  formats: ipynb,md:myst
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13, jupytext_version: 1.19.6}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+"""
+
+
+def text_notebook(title: str, parameters: str, bootstrap: str, body: list[str]) -> str:
+    """A MyST text notebook: title, parameters cell, bootstrap cell, code cells of ``body``."""
+    cells = [f"```{{code-cell}}\n:tags: [parameters]\n\n{parameters.strip()}\n```",
+             f"```{{code-cell}}\n:tags: [hide-input]\n\n{bootstrap}\n```",
+             *[f"```{{code-cell}}\n{code.strip()}\n```" for code in body]]
+    return FRONT + f"\n# {title}\n\n" + "\n\n".join(cells) + "\n"
+
+
 @pytest.fixture
 def mini_book(tmp_path, monkeypatch):
     """A book with one chapter 'demo' of two notebooks; FMBOOK_ROOT points at it."""
-    from fmbook.book.authoring import code, md, write_notebook
+    from fmbook.book.nb import bootstrap_cell
+    from fmbook.book.pairs import sync
 
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nchapters:\n"
         "  - file: notebooks/demo/01_first\n  - file: notebooks/demo/02_second\n")
     (tmp_path / "book").mkdir()
     (tmp_path / "_config.yml").write_text("title: mini\n")
+    folder = tmp_path / "notebooks/demo"
+    folder.mkdir(parents=True)
     params = ('profile = "auto"  # smoke | local | full\nseed = 0  # random seed\n'
               'n = 10  # sample size\nscale = 1.5  # spread\nlabel = "x"  # a name\nfail = False  # raise on purpose\n')
     body = [
-        md("# First\nA demo notebook."),
-        code("import numpy as np\nx = np.random.default_rng(seed).normal(size=n) * scale\n"
-             "run.uses_data('demo-normal', n=n)\nrun.log(mean=float(x.mean()), n=n)"),
-        code("if fail:\n    raise ValueError('asked to fail')"),
-        code("run.headline('mean is near zero', ours=float(x.mean()), paper=0.0)\nrun.finish()"),
+        "import numpy as np\nx = np.random.default_rng(seed).normal(size=n) * scale\n"
+        "run.uses_data('demo-normal', n=n)\nrun.log(mean=float(x.mean()), n=n)",
+        "if fail:\n    raise ValueError('asked to fail')",
+        "from fmbook.core import stats\nfrom fmbook.core.claims import Claim\n"
+        "run.claims([Claim.from_interval('mean is near zero', stats.t_interval(x), 'mean, t-interval',"
+        " direction='equivalent', margin=5.0)])\nrun.finish()",
     ]
-    write_notebook(tmp_path / "notebooks/demo/01_first.ipynb", "demo", "01_first", params, body)
-    write_notebook(tmp_path / "notebooks/demo/02_second.ipynb", "demo", "02_second",
-                   'profile = "auto"  # profile\nseed = 0  # seed\nn = 5  # size\n',
-                   [md("# Second"), code("run.log(n=n)\nrun.finish()")])
-    (tmp_path / "notebooks/demo/profiles.yml").write_text(
+    (folder / "01_first.md").write_text(text_notebook("First", params, bootstrap_cell("demo", "01_first"), body))
+    (folder / "02_second.md").write_text(text_notebook(
+        "Second", 'profile = "auto"  # profile\nseed = 0  # seed\nn = 5  # size\n',
+        bootstrap_cell("demo", "02_second"), ["run.log(n=n)\nrun.finish()"]))
+    sync(tmp_path / "notebooks")
+    (folder / "profiles.yml").write_text(
         "smoke:\n  _all: {n: 3}\n  01_first: {scale: 0.5}\nlocal: {}\nfull:\n  _all: {n: 1000}\n")
     monkeypatch.setenv("FMBOOK_ROOT", str(tmp_path))
     for var in ("FMBOOK_RESULTS", "FMBOOK_BUILD", "FMBOOK_RESULT_PATH"):

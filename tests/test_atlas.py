@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from fmbook import atlas
+from fmbook.atlas import clustering, page
+from fmbook.book import related
 
 SEEDS = Path(__file__).resolve().parents[1] / "data" / "seeds"
 COUNTS = {  # entries per listing, as found by the parser (pinned: a change here is a change of data or parser)
@@ -253,7 +255,7 @@ def test_cluster_terms_name_clusters_by_their_distinctive_words():
     assert "federated" in names[0] or "clients" in names[0]
     assert "diffusion" in names[1] or "images" in names[1] or "guidance" in names[1]
     for ts in terms.values():  # no term repeats another's words ("federated", "federated learning")
-        stems = [atlas._stems(t) for t, _ in ts]
+        stems = [clustering._stems(t) for t, _ in ts]
         assert all(not (a <= b or b <= a) for i, a in enumerate(stems) for b in stems[i + 1:])
 
 
@@ -324,25 +326,44 @@ def test_atlas_html_is_self_contained(small_result):
 
 
 def test_script_data_cannot_close_the_script_tag():
-    assert "</script>" not in atlas._json_for_script({"t": "</script><script>alert(1)</script>"})
+    assert "</script>" not in page._json_for_script({"t": "</script><script>alert(1)</script>"})
 
 
 # ------------------------------------------------------------------------- landing-page related lists
 
 def test_md_escape():
-    assert atlas.md_escape("A_b *c* [d](e) $x$ <f>") == r"A\_b \*c\* \[d\]\(e\) \$x\$ \<f\>"
+    assert related.md_escape("A_b *c* [d](e) $x$ <f>") == r"A\_b \*c\* \[d\]\(e\) \$x\$ \<f\>"
 
 
 def test_related_markdown_and_placeholder(small_result):
     rows = small_result.related()["fedclip"]
-    text = atlas.related_markdown("fedclip", rows, n=5, atlas_doc="/notebooks/atlas/02_map",
-                                  chapter_docs={"zoopfl": "/book/chapters/zoopfl"}, encoder="enc", profile="smoke")
+    text = related.chapter_markdown("fedclip", rows, n=5, source_doc="/notebooks/atlas/02_map",
+                                    chapter_docs={"zoopfl": "/book/chapters/zoopfl"}, how="enc", profile="smoke")
     assert text.startswith("% generated") and text.count("\n1. ") == 1 and "\n5. " in text and "\n6. " not in text
     assert "{doc}`related-work atlas </notebooks/atlas/02_map>`" in text
-    placeholder = atlas.related_markdown("fedclip", None)
+    placeholder = related.chapter_markdown("fedclip", None)
     assert "has not been run" in placeholder and "{doc}" not in placeholder
-    with pytest.raises(atlas.AtlasError, match="allowed: emotion_prompt"):
-        atlas.related_markdown("atlas", rows)
+    with pytest.raises(related.RelatedError, match="registered: nmtune"):
+        related.chapter_markdown("nonexistent", rows)
+
+
+def test_the_atlas_uses_the_registry():
+    from fmbook.book.registry import PAPERS
+
+    assert atlas.CHAPTERS == tuple(p.id for p in PAPERS)
+    assert atlas.CHAPTER_ARXIV == {p.arxiv: p.id for p in PAPERS}
+
+
+def test_the_book_machinery_imports_no_chapter_module():
+    """The builder writes the related-work lists from results files, not by calling the atlas."""
+    import ast
+
+    for path in sorted((Path(related.__file__).parent).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        bad = [n for n in names if n.startswith("fmbook.") and not n.startswith(("fmbook.book", "fmbook.core"))]
+        assert not bad, f"{path.name} imports {bad}"
 
 
 def test_write_related_includes_reads_results_and_links_only_toc_pages(small_result, tmp_path):
@@ -351,18 +372,32 @@ def test_write_related_includes_reads_results_and_links_only_toc_pages(small_res
     results = tmp_path / "results"
     atomic_write_json(results / "atlas" / "smoke" / "02_map.json",
                       {"profile": "smoke", "parameters": {"encoder": "all-MiniLM-L6-v2"},
-                       "metrics": {"related_work": small_result.related()}})
+                       "related_work": {"rows": small_result.related(), "how": small_result.related_how()},
+                       "chapter": "atlas", "notebook": "02_map", "metrics": {}})
     staged = tmp_path / "src"
     (staged / "book").mkdir(parents=True)
     (staged / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                      "  - file: book/chapters/zoopfl\n  - file: book/chapters/atlas\n")
-    written = atlas.write_related_includes(staged / "book", "smoke", results_root=results)
+    written = related.write_includes(staged / "book", "smoke", results_root=results)
     assert [p.name for p in written] == [f"{c}.md" for c in atlas.CHAPTERS]
     fed = (staged / "book" / "chapters" / "_related" / "fedclip.md").read_text()
     assert "{doc}`related-work atlas </book/chapters/atlas>`" in fed and "all-MiniLM-L6-v2" in fed
     assert "/book/chapters/fedclip" not in fed  # not in this toc: never linked
-    missing = atlas.write_related_includes(staged / "book", "local", results_root=results)
+    missing = related.write_includes(staged / "book", "local", results_root=results)
     assert "has not been run" in missing[0].read_text()
+
+
+def test_run_related_work_goes_into_the_results_file(small_result, mini_book):
+    from fmbook.book import nb
+
+    run = nb.start({"profile": "smoke"}, chapter="demo", notebook="02_second")
+    run.related_work(small_result.related(), how=small_result.related_how())
+    record = run.record()
+    assert record["related_work"]["rows"]["fedclip"][0]["rank"] == 1
+    with pytest.raises(related.RelatedError, match="lacks similarity"):
+        run.related_work({"fedclip": [{"rank": 1, "title": "x"}]})
+    with pytest.raises(related.RelatedError, match="unknown chapter"):
+        run.related_work({"nope": []})
 
 
 # ------------------------------------------------------------------------------------- in the browser
@@ -413,10 +448,20 @@ def test_map_interactions_in_chromium(small_result, tmp_path):
         # the table sorts by a column
         page.click(".atl-table th:nth-child(2)")
         assert page.get_attribute(".atl-table th:nth-child(2)", "aria-sort") == "ascending"
-        assert page.evaluate("""() => {
-            const t = Array.from(document.querySelectorAll('tbody tr[data-i] td:nth-child(2)')).map(e => e.textContent);
-            return t.length > 1 && t.every((x, i) => i === 0 || t[i - 1].localeCompare(x) <= 0);
-        }""")
+        order = page.evaluate("""() => Array.from(document.querySelectorAll('tbody tr[data-i] td:nth-child(2)'))
+            .map(e => [e.textContent, e.hasAttribute('data-last')])""")
+        titled = [t for t, last in order if not last]
+        untitled = [t for t, last in order if last]
+        assert len(titled) > 1 and page.evaluate("t => t.every((x, i) => i === 0 || t[i - 1].localeCompare(x) <= 0)", titled)
+        assert [last for _, last in order] == sorted(last for _, last in order)  # "[untitled]" rows last
+        assert all(t.startswith("[untitled]") for t in untitled)
+        page.click(".atl-table th:nth-child(2)")  # descending: still last
+        order = page.evaluate("""() => Array.from(document.querySelectorAll('tbody tr[data-i] td:nth-child(2)'))
+            .map(e => e.hasAttribute('data-last'))""")
+        assert order == sorted(order)
+        arxiv_cells = page.evaluate("""() => Array.from(document.querySelectorAll('tbody tr[data-i] td:nth-child(6)'))
+            .map(e => e.textContent)""")
+        assert "" not in arxiv_cells and "nan" not in arxiv_cells
         browser.close()
     assert not errors, errors
     assert not external, external

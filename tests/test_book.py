@@ -6,6 +6,7 @@ are build products, and a later ``make book PROFILE=smoke`` reuses them.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -17,10 +18,10 @@ import yaml
 
 from fmbook.book import profiles
 
-from fmbook.book import runner
+from fmbook.book import runner, status
 from fmbook.book.build import toc_files
 from fmbook.book.nb import bootstrap_cell
-from fmbook.book.registry import PAPERS
+from fmbook.book.registry import CHAPTERS, PAPERS
 from fmbook.core.paths import repo_root
 
 pytestmark = pytest.mark.book
@@ -110,14 +111,50 @@ def test_pages_load_nothing_from_the_network(built_book):
     assert not external, f"pages load external resources: {sorted(external)[:10]}"
 
 
+def _smoke_records() -> list[dict]:
+    from fmbook.book.results import iter_results
+
+    return [r for r in iter_results() if r.get("profile") == "smoke"]
+
+
 def test_status_page_lists_every_chapter_with_numbers(built_book):
-    text = (built_book / "book/status.html").read_text()
+    """Every paper is named; every executed notebook is listed with its own execution time; every
+    claim row measured at smoke appears with its interval and verdict."""
+    from fmbook.core.claims import interval_text
+
+    text = html.unescape((built_book / "book/status.html").read_text())
     for paper in PAPERS:
-        assert paper.title.split(":")[0] in text
-    for chapter in profiles.list_chapters():
-        if chapter in {p.chapter for p in PAPERS}:
-            assert re.search(rf">{chapter}<|{chapter}/", text) or "notebook" in text
+        assert paper.title.split(":")[0] in text, paper.id
+    records = _smoke_records()
+    assert records, "no smoke results"
+    for record in records:
+        name = f"{record['chapter']}/{record['notebook']}"
+        seconds = record["runner"]["execution_s"]
+        row = re.search(rf"{re.escape(name)}</span></a>(?:</p>)?</td>\s*<td[^>]*>(?:<p>)?([^<]+)<", text)
+        assert row, f"{name} is not listed in the table of executed notebooks"
+        expected = f"{seconds:.3g}" if seconds < 1000 else f"{seconds:,.0f}"
+        assert row.group(1).strip() == expected, (name, row.group(1), expected)
+        for claim in record.get("claims", []):
+            assert interval_text(claim) in text, f"{name}: claim {claim['claim']!r} without its interval"
+            assert claim["verdict"] in text
+        for headline in record.get("headlines", []):
+            ours = status._with_unit(headline.get("ours"), headline.get("unit") or "").replace("\\|", "|")
+            assert ours in text, f"{name}: headline {headline['claim']!r} without our number {ours!r}"
     assert "Every executed notebook" in text and "smoke" in text
+
+
+def test_intro_table_says_which_chapters_are_reproduced(built_book):
+    """The intro's chapter table is generated from the registry and the results at build time."""
+    text = html.unescape((built_book / "book/intro.html").read_text())
+    ran = {r["chapter"] for r in _smoke_records()}
+    table = text[text.index("reproduced here"):]
+    for chapter in CHAPTERS:
+        row = table[table.index(f'chapters/{chapter.id}.html"'):]
+        row = row[: row.index("</tr>")]
+        if chapter.kind == "paper" and chapter.id not in ran:
+            assert "not reproduced yet" in row, chapter.id
+        elif chapter.kind == "paper":
+            assert "not reproduced yet" not in row and "smoke" in row, chapter.id
 
 
 def test_notebook_pages_show_parameters_and_provenance(built_book):

@@ -74,4 +74,4 @@ def test_gemma_terms_are_found_in_the_shipped_copy():
     terms = catalog.gemma_terms()
     assert terms["url"] == "https://ai.google.dev/gemma/terms"
     assert terms["opening"].startswith("By using") and terms["last_modified"]
-    assert terms["file"].endswith("GEMMA_TERMS.html")
+    assert terms["path"].endswith("GEMMA_TERMS.html") and "/" not in terms["file"]

@@ -15,7 +15,7 @@ from fmbook.book import runner
 from fmbook.book.profiles import ParameterError
 
 PROVENANCE_FIELDS = {"chapter", "notebook", "profile", "parameters", "parameter_sources", "models", "data",
-                     "metrics", "headlines", "started_at", "duration_s", "provenance", "runner", "device"}
+                     "metrics", "claims", "started_at", "duration_s", "provenance", "runner", "device"}
 
 
 def _result(root, notebook="01_first", profile="smoke"):
@@ -31,7 +31,8 @@ def test_run_executes_writes_results_with_provenance_and_then_skips(mini_book):
     assert record["parameters"] == {"profile": "smoke", "seed": 0, "n": 3, "scale": 0.5, "label": "x", "fail": False}
     assert record["parameter_sources"]["scale"] == "profile"
     assert record["metrics"]["n"] == 3 and record["data"] == [{"id": "demo-normal", "n": 3}]
-    assert record["headlines"][0]["claim"] == "mean is near zero"
+    assert record["claims"][0]["claim"] == "mean is near zero"
+    assert record["claims"][0]["verdict"] in ("holds", "contradicted", "not resolved")
     prov = record["provenance"]
     assert {"cpu", "cpu_count", "gpu"} <= set(prov["hardware"]) and "torch" in prov["packages"]
     assert "commit" in prov["git"] and record["runner"]["execution_s"] > 0
@@ -120,3 +121,21 @@ def test_start_outside_the_runner_applies_the_profile_and_keeps_edits(mini_book,
     assert nb.start(auto, chapter="demo", notebook="01_first").profile == "local"  # no GPU here
     assert run.finish() is None  # nothing printed under the last cell
     assert run.result_file == mini_book / "results/demo/smoke/01_first.json" and run.finished
+
+
+def test_grade_runs_a_students_copy_and_reports_changed_verdicts_and_metrics(mini_book):
+    from fmbook.book.grade import grade
+
+    student = mini_book / "student" / "01_first.md"
+    student.parent.mkdir()
+    text = (mini_book / "notebooks/demo/01_first.md").read_text()
+    student.write_text(text.replace("* scale", "* scale + 100.0"))  # the student's edit moves the mean
+    report = grade(student)
+    assert report.finished, report.message
+    assert [c[0] for c in report.metric_changes] == ["mean"]
+    assert report.verdict_changes == [("mean is near zero", "holds", "contradicted")]
+    assert not (mini_book / "results/demo/smoke/01_first.json").read_text().count("100.0")  # reference untouched
+    broken = mini_book / "student" / "broken.md"
+    broken.write_text(text.replace("if fail:", "if True:"))
+    failed = grade(broken)
+    assert not failed.finished and "asked to fail" in failed.message

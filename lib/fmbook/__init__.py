@@ -1,16 +1,20 @@
 """fmbook: the library behind *Enhancing Foundation Models, reproduced*.
 
-The notebooks of the book are thin: they explain, call this library and plot. Method code lives in
-one module per paper (``nmtune``, ``emotion_prompt``, ...); the shared parts are the runner
-(``runner``), parameter profiles (``profiles``), the results store with provenance (``results``),
-the notebook-side API (``nb``), model and data assets (``assets``), plotting style (``plotting``),
-seeding and device selection (``seeding``).
+The book's notebooks are thin: they explain, call this library and plot. The library has three layers:
+
+* ``fmbook.book``: the book's machinery (chapter registry, parameter profiles, runner, results with
+  provenance, the notebook API ``nb``, text-notebook sync, the book build and its status page, CLI);
+* ``fmbook.core``: parts every chapter shares (offline assets, datasets, language / vision /
+  vision-language models, statistics, claims, tables, plotting, the federated-learning core);
+* one module or package per chapter (``nmtune``, ``emotion_prompt``, ``atlas``, ...).
+
+Imports point one way: chapters use ``fmbook.core``; ``fmbook.core`` imports neither chapters nor the
+machinery; the machinery imports no chapter module.
 """
 
 __version__ = "0.1.0"
 
-# Set for every import of the library: model and data loading never reaches a hub in the
-# offline profiles, and a stray download attempt fails fast instead of hanging.
 import os as _os
 
+# Tokenizers' thread pool would fork-warn in every notebook that also uses DataLoader workers.
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -181,7 +181,8 @@ def gemma_terms() -> dict[str, Any]:
     body = text[start:] if start >= 0 else text
     modified = re.search(r"Last modified: ([A-Za-z]+ \d+, \d{4})", body)
     opening = body[body.find("By using"):] if "By using" in body else body
-    return {"file": str(path), "url": GEMMA_TERMS_URL, "prohibited_use_url": GEMMA_PROHIBITED_USE_URL,
+    # "file" names the copy inside the asset (never the reader's cache path, which "path" holds)
+    return {"file": f"{path.name} in the asset gemma-3-270m-gguf", "path": str(path), "url": GEMMA_TERMS_URL, "prohibited_use_url": GEMMA_PROHIBITED_USE_URL,
             "last_modified": modified.group(1) if modified else None,
             "opening": opening[:700].rsplit(" ", 1)[0] + " …",
             "notice": (folder / "NOTICE.md").read_text() if (folder / "NOTICE.md").is_file() else ""}
@@ -273,7 +274,7 @@ def plot_class_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[st
                 spine.set_visible(False)
             if col < len(picks):
                 ax.imshow(images[picks[col]], cmap="gray_r" if images.ndim == 3 else None, vmin=0, vmax=255)
-        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
     if title:
         fig.suptitle(title, y=0.995)
     fig.subplots_adjust(wspace=0.05, hspace=0.08, top=1 - 0.45 / fig.get_figheight() if title else 0.99,
@@ -293,7 +294,7 @@ def plot_images(images: np.ndarray, captions: Sequence[str], title: str = "", co
         ax.axis("off")
     for ax, img, cap in zip(axes, images, captions):
         ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(cap, fontsize=7)
+        ax.set_title(cap, fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     return fig

@@ -149,6 +149,9 @@
         th.setAttribute("aria-sort", asc ? "ascending" : "descending");
         var numeric = th.getAttribute("data-type") === "num";
         var sorted = rows.slice().sort(function (a, b) {
+          // a missing value (data-last: no title, no arXiv id, no chapter) sorts last either way
+          var la = a.children[col].hasAttribute("data-last"), lb = b.children[col].hasAttribute("data-last");
+          if (la !== lb) return la ? 1 : -1;
           var x = a.children[col].getAttribute("data-v") || a.children[col].textContent;
           var y = b.children[col].getAttribute("data-v") || b.children[col].textContent;
           var d = numeric ? (parseFloat(x) - parseFloat(y)) : x.localeCompare(y);

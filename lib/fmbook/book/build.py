@@ -8,6 +8,7 @@ there from the results files, and ``jupyter-book build -W -n`` turns it into HTM
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,13 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from fmbook.atlas import write_related_includes
 from fmbook.core.paths import build_dir, repo_root
+from fmbook.book.costs import costs_file, render
 from fmbook.book.profiles import check_profile
+from fmbook.book.related import write_includes as write_related_includes
 from fmbook.book.runner import executed_path
-from fmbook.book.status import render_markdown
+from fmbook.book.registry import CHAPTERS
+from fmbook.book.status import chapter_times_markdown, chapters_markdown, render_markdown
 
 STATUS_PAGE = "book/status.md"
+COSTS_INCLUDE = "book/_costs.md"  # included by how_to_run.md
+CHAPTER_TABLE = "book/_chapters_table.md"  # included by the intro
 
 
 class BookError(RuntimeError):
@@ -44,6 +49,15 @@ def toc_files(toc: dict) -> list[str]:
 
     walk({k: v for k, v in toc.items() if k != "root"})
     return found
+
+
+def costs_markdown(root: Path) -> str:
+    """The costs table of ``book/costs.json`` (the last recorded runs), or a note that none is recorded."""
+    path = costs_file(root)
+    if not path.is_file():
+        return "*No run of the whole book has been recorded yet (`python -m fmbook costs --write`).*\n"
+    record = json.loads(path.read_text())
+    return f"Recorded {record['measured_at'][:10]} by `python -m fmbook costs --write`:\n\n{render(record)}\n"
 
 
 def stage(profile: str) -> Path:
@@ -76,7 +90,13 @@ def stage(profile: str) -> Path:
         raise BookError(f"not executed at profile '{profile}': {', '.join(missing)}; run first: "
                         f"python -m fmbook run --profile {profile}")
     (target / STATUS_PAGE).write_text(render_markdown(profile))
-    write_related_includes(target / "book", profile)  # "related work" lists of the landing pages
+    (target / COSTS_INCLUDE).write_text(costs_markdown(root))
+    (target / CHAPTER_TABLE).write_text(chapters_markdown(profile))
+    times = target / "book" / "chapters" / "_times"  # included by the landing pages
+    times.mkdir(parents=True, exist_ok=True)
+    for chapter in CHAPTERS:
+        (times / f"{chapter.id}.md").write_text(chapter_times_markdown(chapter.id) or "*No notebooks yet.*\n")
+    write_related_includes(target / "book", profile)  # "related work" lists, from the results files
     return target
 
 

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks")
     book.add_argument("--profile", default="local", help="whose executed notebooks to publish")
 
+    pdf = sub.add_parser("pdf", help="the whole book as one PDF (_build/book.pdf), printed by Chromium")
+    pdf.add_argument("--profile", default="local", help="whose executed notebooks to print")
+
     params = sub.add_parser("params", help="a notebook's parameters, types, defaults and profile values")
     params.add_argument("target", metavar="CHAPTER/NOTEBOOK")
 
@@ -44,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true")
 
     sub.add_parser("status", help="print the reproduction status table from the results files")
+
+    sync = sub.add_parser("sync", help="write each notebook's .ipynb from its MyST text (.md)")
+    sync.add_argument("--check", action="store_true", help="only report pairs that differ (exit 1 if any)")
+
+    cost = sub.add_parser("costs", help="time and disk of the last recorded runs (README's table)")
+    cost.add_argument("--write", action="store_true", help="record them in book/costs.json and the README")
+    cost.add_argument("--profile", default="local")
+
+    grade = sub.add_parser("grade", help="run a student's edited notebook and compare it with the book's run")
+    grade.add_argument("notebook", help="the student's .ipynb (or MyST .md) file")
+    grade.add_argument("--profile", default="smoke", help="profile to execute at (default: smoke)")
+    grade.add_argument("--tolerance", type=float, default=0.05, help="relative change of a metric that counts (0.05)")
+
+    new = sub.add_parser("new-chapter", help="scaffold a chapter that builds and passes its tests at smoke")
+    new.add_argument("name", help="chapter id: lower-case letters, digits and underscores")
+    new.add_argument("--title", default="", help="the paper's title")
     return parser
 
 
@@ -51,16 +70,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            from fmbook.book.runner import run
+            import time
 
+            from fmbook.book import costs
+            from fmbook.book.runner import run
+            from fmbook.core.paths import cache_dir
+
+            cache_before, t0 = costs.folder_mb(cache_dir()), time.perf_counter()
             outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
                            jobs=args.jobs, force=args.force)
+            costs.log_run(args.profile, args.targets, time.perf_counter() - t0,
+                          ran=sum(o.status == "ran" for o in outcomes),
+                          skipped=sum(o.status == "skipped" for o in outcomes),
+                          failed=sum(o.status not in ("ran", "skipped") for o in outcomes),
+                          cache_mb_before=cache_before, jobs=args.jobs)
             return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
         if args.command == "book":
             from fmbook.book.build import build
 
             html = build(profile=args.profile)
             print(f"The book is at {html / 'index.html'}")
+            return 0
+        if args.command == "pdf":
+            from fmbook.book.pdf import build_pdf
+
+            print(f"The PDF is at {build_pdf(profile=args.profile)}")
             return 0
         if args.command == "params":
             chapter, notebook = profiles.parse_target(args.target)
@@ -77,13 +111,43 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.names or list(assets.ASSETS):
                 assets.fetch(name, force=args.force)
             return 0
+        if args.command == "sync":
+            from fmbook.book import pairs
+
+            if args.check:
+                problems = pairs.out_of_sync()
+                print("\n".join(problems) or "every notebook pair is in sync")
+                return 1 if problems else 0
+            written = pairs.sync()
+            print(f"synced {len(written)} notebook(s)" + (f": {', '.join(written)}" if written else ""))
+            return 0
+        if args.command == "costs":
+            from fmbook.book import costs
+
+            if args.write:
+                print(f"wrote {costs.write(args.profile)} and the README's table")
+            print(costs.render(costs.measure(args.profile)))
+            return 0
+        if args.command == "grade":
+            from fmbook.book.grade import grade
+
+            report = grade(args.notebook, profile=args.profile, rel_tol=args.tolerance)
+            print(report.text())
+            return 0 if report.finished else 1
+        if args.command == "new-chapter":
+            from fmbook.book.scaffold import new_chapter
+
+            for path in new_chapter(args.name, title=args.title):
+                print(f"wrote {path}")
+            print("next: complete the registry entry, then python -m fmbook run " + args.name + " --profile smoke")
+            return 0
         if args.command == "status":
             from fmbook.book.status import status_rows
 
             for row in status_rows():
                 print(" | ".join(str(v) for v in row.values()))
             return 0
-    except (profiles.ParameterError, assets.AssetError) as exc:
+    except (profiles.ParameterError, assets.AssetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 2

@@ -24,12 +24,32 @@ from typing import Any, Sequence
 
 from fmbook.book import profiles as _profiles
 from fmbook.core.claims import Claim, interval_text
+from fmbook.core.display import rows_html
 from fmbook.core.plotting import apply_style, provenance_line, stamp_figure
+from fmbook.core.progress import route_output
 from fmbook.book.results import atomic_write_json, provenance, result_path, to_jsonable
+from fmbook.core.paths import package_dir, repo_root
 from fmbook.core.seeding import has_gpu, seed_everything, select_device
 
 RESULT_PATH_ENV = "FMBOOK_RESULT_PATH"  # set by the runner: where finish() writes (staging)
-DEFAULT_PIP_SPEC = "fmbook @ git+https://github.com/fmbook-authors/enhancing-foundation-models"
+
+
+def repository_url() -> str:
+    """The book's public repository: ``repository.url`` in ``_config.yml``, its one setting.
+
+    Launch buttons and the repository button read it (Jupyter Book); the install line of every
+    notebook's bootstrap cell is written from it (``python -m fmbook sync`` keeps them in step).
+    """
+    import yaml
+
+    root = repo_root()
+    config = root / "_config.yml" if root is not None else package_dir() / "_book_config.yml"
+    return yaml.safe_load(config.read_text(encoding="utf-8"))["repository"]["url"].rstrip("/")
+
+
+def pip_spec() -> str:
+    """What the bootstrap cell installs when the library is missing (Colab): the repository's main."""
+    return f"fmbook @ git+{repository_url()}"
 
 BOOTSTRAP_TEMPLATE = '''try:  # Colab or a bare kernel: install the book's library first
     import fmbook
@@ -43,7 +63,7 @@ run = nb.start(globals(), chapter="{chapter}", notebook="{notebook}")'''
 
 def bootstrap_cell(chapter: str, notebook: str) -> str:
     """The exact second code cell of every notebook (a test holds all notebooks to it)."""
-    return BOOTSTRAP_TEMPLATE.format(pip_spec=DEFAULT_PIP_SPEC, chapter=chapter, notebook=notebook)
+    return BOOTSTRAP_TEMPLATE.format(pip_spec=pip_spec(), chapter=chapter, notebook=notebook)
 
 
 def _display(obj: Any) -> None:
@@ -78,6 +98,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     headlines: list[dict[str, Any]] = field(default_factory=list)
     claim_rows: list[dict[str, Any]] = field(default_factory=list)
+    related: dict[str, Any] | None = None
     finished: bool = False
     result_file: Path | None = None
 
@@ -131,6 +152,17 @@ class Run:
         if show:
             _display(_html(claims_table(new)))
 
+    def related_work(self, rows: dict[str, Sequence[dict[str, Any]]], how: str = "") -> None:
+        """Neighbouring papers per chapter id, for the landing pages' "related work" lists.
+
+        Each row: ``rank``, ``title``, ``similarity``, optionally ``arxiv_id`` and ``chapter`` (see
+        :mod:`fmbook.book.related`, which writes the lists when the book is built).
+        """
+        from fmbook.book.related import check_rows
+
+        check_rows(rows)
+        self.related = {"how": how, "rows": to_jsonable(rows)}
+
     # --- figures --------------------------------------------------------------------------------
     def stamp(self, fig, models: list[str] | None = None, data: list[str] | None = None) -> None:
         """Print which model, data, profile and seed produced ``fig`` under it."""
@@ -146,6 +178,7 @@ class Run:
             "parameters": self.params, "parameter_sources": self.sources,
             "models": self.models, "data": self.data, "device": self.device,
             "metrics": self.metrics, "headlines": self.headlines, "claims": self.claim_rows,
+            **({"related_work": self.related} if self.related else {}),
             "started_at": self.started_at, "duration_s": round(time.perf_counter() - self._t0, 2),
             "provenance": provenance(),
         }
@@ -178,10 +211,7 @@ class Run:
 
 
 def _table(caption: str, rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return (f'<table class="fmbook-table"><caption>{html.escape(caption)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return rows_html(caption, rows, header)
 
 
 def claims_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -200,7 +230,8 @@ def claims_table(rows: Sequence[dict[str, Any]]) -> str:
     cells = "".join("<tr>" + "".join(
         f'<td class="fmbook-verdict fmbook-{html.escape(row[3]).replace(" ", "-")}">{html.escape(str(c))}</td>' if i == 3
         else f"<td>{html.escape(str(c))}</td>" for i, c in enumerate(row)) + "</tr>" for row in body)
-    return ('<div class="fmbook-scroll"><table class="fmbook-table fmbook-claims"><caption>The paper\'s claims and '
+    return ('<div class="fmbook-scroll" tabindex="0" role="region" aria-label="The paper\'s claims and what we measured">'
+            '<table class="fmbook-table fmbook-claims"><caption>The paper\'s claims and '
             "what we measured (verdict from the interval: holds, contradicted or not resolved)</caption><thead><tr>"
             + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table></div>")
 
@@ -208,6 +239,7 @@ def claims_table(rows: Sequence[dict[str, Any]]) -> str:
 def start(namespace: dict[str, Any], chapter: str, notebook: str) -> Run:
     """Resolve the parameters, seed everything, pick the device, and show the parameter table."""
     t0 = time.perf_counter()
+    route_output()  # warnings, logging and progress: to the runner's console, not into the notebook
     requested = namespace.get("profile", "auto")
     if requested == "auto":
         profile = "full" if has_gpu() else "local"

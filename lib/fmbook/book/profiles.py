@@ -117,6 +117,13 @@ def parse_parameters(source: str) -> dict[str, Parameter]:
     return params
 
 
+def notebook_metadata(chapter: str, notebook: str) -> dict[str, Any]:
+    """The ``fmbook`` block of a notebook's front matter: description, ``budget_s`` per profile,
+    ``accelerator_full`` and ``licences`` (empty where the notebook has none)."""
+    nb_json = json.loads(notebook_path(chapter, notebook).read_text())
+    return dict(nb_json.get("metadata", {}).get("fmbook") or {})
+
+
 def notebook_parameters(chapter: str, notebook: str) -> dict[str, Parameter]:
     nb_json = json.loads(notebook_path(chapter, notebook).read_text())
     try:

@@ -29,13 +29,11 @@ import yaml
 from fmbook.book import profiles as P
 from fmbook.book.nb import RESULT_PATH_ENV
 from fmbook.core.paths import build_dir, package_dir
+from fmbook.core.plotting import METADATA_KEY as FIGURE_KEY
+from fmbook.core.progress import LOG_ENV
 from fmbook.book.results import atomic_write_json, load, result_path
 
 DEFAULT_ESTIMATE_S = {"smoke": 20.0, "local": 120.0, "full": 600.0}
-
-
-class NotebookFailed(RuntimeError):
-    pass
 
 
 @dataclass
@@ -85,6 +83,11 @@ def input_hash(resolved: P.Resolved, source: Path, lib_hash: str) -> str:
 
 def executed_path(profile: str, chapter: str, notebook: str) -> Path:
     return build_dir() / "executed" / profile / chapter / f"{notebook}.ipynb"
+
+
+def log_path(profile: str, chapter: str, notebook: str) -> Path:
+    """What the notebook's kernel logged (stderr, warnings, progress) in its last run."""
+    return build_dir() / "logs" / profile / chapter / f"{notebook}.log"
 
 
 def failed_path(profile: str, chapter: str, notebook: str) -> Path:
@@ -151,18 +154,71 @@ def _first_error(nb_json: dict) -> str:
     return "no cell reported an error"
 
 
+def figure_cell_options(cell: dict) -> dict[str, str] | None:
+    """myst-nb image options for a cell's figures, from the metadata the library attaches to each
+    figure (:func:`fmbook.core.plotting.figure_info`): ``alt`` from the titles, and the classes
+    ``fmbook-figure fmbook-minfont-N`` (N: the smallest font in tenths of a pixel of the PNG), which
+    the browser tests scale by the figure's rendered width."""
+    infos = [o.get("metadata", {}).get(FIGURE_KEY) for o in cell.get("outputs", [])
+             if any(k.startswith("image/") for k in o.get("data", {}))]
+    infos = [i for i in infos if i]
+    if not infos:
+        return None
+    alt = "; ".join(dict.fromkeys(i.get("alt") or "Figure" for i in infos))
+    classes = ["fmbook-figure"]
+    fonts = [i["min_font_pt"] * i.get("dpi", 100) / 72 for i in infos if i.get("min_font_pt")]
+    if fonts:
+        classes.append(f"fmbook-minfont-{int(min(fonts) * 10)}")
+    return {"alt": alt, "classes": " ".join(classes)}
+
+
 def _tidy_executed(path: Path) -> None:
-    """Hide papermill's injected-parameters cell in the book (nb.start shows the values)."""
+    """Prepare the executed copy for the book: hide papermill's injected-parameters cell (nb.start
+    shows the values) and give every figure its alt text and font class (:func:`figure_cell_options`)."""
     nb_json = json.loads(path.read_text())
     for cell in nb_json.get("cells", []):
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+        options = figure_cell_options(cell) if cell.get("cell_type") == "code" else None
+        if options:
+            cell["metadata"].setdefault("mystnb", {}).setdefault("image", {}).update(options)
     path.write_text(json.dumps(nb_json, indent=1))
 
 
-def execute(job: Job, force: bool = False) -> Outcome:
-    """Run one notebook (or skip it) and move its products into place only on success."""
+class _Tail(threading.Thread):
+    """Print the lines a running notebook writes to its log file (see :mod:`fmbook.core.progress`)."""
+
+    def __init__(self, path: Path, prefix: str, echo: Callable[[str], None] | None):
+        super().__init__(daemon=True)
+        self.path, self.prefix, self.echo = path, prefix, echo
+        self.stop = threading.Event()
+        self.lines: list[str] = []
+
+    def _drain(self, handle) -> None:
+        for line in handle.read().splitlines():
+            if line.strip():
+                self.lines.append(line)
+                if self.echo is not None:
+                    self.echo(f"    {self.prefix}: {line}")
+
+    def run(self) -> None:
+        while not self.path.exists() and not self.stop.wait(0.2):
+            pass
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            while not self.stop.wait(0.5):
+                self._drain(handle)
+            self._drain(handle)
+
+
+def execute(job: Job, force: bool = False, echo: Callable[[str], None] | None = None) -> Outcome:
+    """Run one notebook (or skip it) and move its products into place only on success.
+
+    ``echo`` receives a line when the notebook starts and every line it logs while it runs
+    (progress, warnings, library logging), prefixed with its name; none of them enters the notebook.
+    """
     r = job.resolved
     if not force and is_up_to_date(job):
         return Outcome(job, "skipped", 0.0, "unchanged")
@@ -174,16 +230,27 @@ def execute(job: Job, force: bool = False) -> Outcome:
     (staging / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ)
     env[RESULT_PATH_ENV] = str(out_json)
+    log_file = staging / "notebook.log"
+    env[LOG_ENV] = str(log_file)  # stderr, warnings and logging of the kernel: tailed below
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     # Progress bars would be published as frozen widgets in the static pages: off for runner runs.
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     cmd = [sys.executable, "-m", "papermill", str(job.source), str(out_nb), "-f", str(staging / "params.yaml"),
            "--cwd", str(job.source.parent), "--kernel", "python3", "--no-progress-bar", "--log-level", "ERROR"]
     t0 = time.perf_counter()
+    if echo is not None:
+        echo(f"[start] {job.name} (profile {r.profile})")
+    tail = _Tail(log_file, job.name, echo)
+    tail.start()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        finally:
+            tail.stop.set()
+            tail.join(timeout=5)
         seconds = time.perf_counter() - t0
         if proc.returncode != 0 or not out_json.is_file():
             if out_nb.is_file():
@@ -198,8 +265,10 @@ def execute(job: Job, force: bool = False) -> Outcome:
                 reason = "the notebook finished without calling run.finish(), so it wrote no results"
             return Outcome(job, "failed", seconds, f"{job.name} failed at {reason}{where}")
         record = load(out_json)
+        warned = sum(" py.warnings: " in line or line.startswith("WARNING") for line in tail.lines)
         record["runner"] = {"input_hash": job.input_hash, "execution_s": round(seconds, 2),
-                            "command": f"python -m fmbook run {job.name} --profile {r.profile}"}
+                            "command": f"python -m fmbook run {job.name} --profile {r.profile}",
+                            "log_lines": len(tail.lines), "warnings_logged": warned}
         _tidy_executed(out_nb)
         exe = executed_path(r.profile, r.chapter, r.notebook)
         _ensure(exe.parent)
@@ -208,6 +277,10 @@ def execute(job: Job, force: bool = False) -> Outcome:
         failed_path(r.profile, r.chapter, r.notebook).unlink(missing_ok=True)
         return Outcome(job, "ran", seconds)
     finally:
+        if log_file.is_file():  # kept for reading: _build/logs/<profile>/<chapter>/<notebook>.log
+            kept = log_path(r.profile, r.chapter, r.notebook)
+            _ensure(kept.parent)
+            shutil.copy2(log_file, kept)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -252,6 +325,10 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
             if outcome.status in ("failed", "not run") and outcome.message:
                 echo(f"    {outcome.message}")
 
+    def locked_echo(line: str) -> None:
+        with lock:
+            echo(line)
+
     def run_chapter(chapter_jobs: list[Job]) -> None:
         failed = False
         for job in chapter_jobs:
@@ -259,7 +336,7 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
                 report(Outcome(job, "not run", 0.0, "an earlier notebook of its chapter failed"))
                 continue
             try:
-                outcome = execute(job, force=force)
+                outcome = execute(job, force=force, echo=locked_echo)
             except Exception as exc:  # noqa: BLE001 - report and go on with other chapters
                 outcome = Outcome(job, "failed", 0.0, f"{job.name} failed: {type(exc).__name__}: {exc}")
             failed = outcome.status == "failed"

@@ -14,6 +14,7 @@ straight through ``from_pretrained``; an unknown name is refused with the list o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import torch
 
 from fmbook.core import assets
 from fmbook.core.paths import atomic_folder, cache_dir
+from fmbook.core.progress import logger, progress
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZE = (None, "int8-dynamic")
@@ -65,6 +67,23 @@ def _greedy_ids(model, tokenizer, texts: list[str], n: int = 6) -> list[list[int
     return out
 
 
+@contextlib.contextmanager
+def _gguf_progress_to_log():
+    """transformers' GGUF reader draws a ``tqdm.auto`` bar, a widget in a notebook that TQDM_DISABLE
+    does not silence; while converting, its loop reports progress lines to the log instead."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: nothing to redirect
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, desc="GGUF tensors", **_: progress(iterable, desc=desc.rstrip(". "))
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def convert_gguf(name: str, verbose: bool = True) -> Path:
     """Dequantize the GGUF of asset ``name`` once and cache a safetensors copy; return its folder.
 
@@ -79,9 +98,10 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
     folder = assets.require(name)
     start = time.perf_counter()
     if verbose:
-        print(f"converting '{name}' from GGUF (one time, a few minutes on 2 cores) ...", flush=True)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+        logger.info("converting '%s' from GGUF (one time, a few minutes on 2 cores)", name)
+    with _gguf_progress_to_log():
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
     t_load = time.perf_counter() - start
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
@@ -109,8 +129,8 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
                 "total_seconds": round(time.perf_counter() - start, 1),
                 "probe_greedy_ids": reference, "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / "CONVERSION.json").write_text(json.dumps(info, indent=2))
-    if verbose:
-        print(f"  converted in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+    if verbose:  # the log, not the notebook: the cache path is the reader's own
+        logger.info("converted '%s' in %.0f s -> %s", name, time.perf_counter() - start, target)
     return target
 
 

@@ -71,7 +71,7 @@ def wilson(successes: int, n: int, level: float = 0.95) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), level, "Wilson", n)
+    return Interval(p, float(max(0.0, centre - half)), float(min(1.0, centre + half)), level, "Wilson", n)
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:

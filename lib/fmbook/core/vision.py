@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from fmbook.core.datasets import ImageSet, fingerprint_arrays
 from fmbook.core.paths import atomic_folder, cache_dir
+from fmbook.core.progress import logger
 
 LOCAL_ARCHITECTURES = ("tiny-resnet",)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -308,8 +309,8 @@ def train_encoder(train: ImageSet, config: EncoderConfig, train_labels: np.ndarr
             history["eval_acc"].append(_accuracy(encoder, classifier, eval_images, eval_targets)
                                        if eval_set is not None else None)
             if verbose:
-                print(f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f} "
-                      f"train acc {history['train_acc'][-1]:.3f} eval acc {history['eval_acc'][-1]}")
+                logger.info(f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f} "
+                            f"train acc {history['train_acc'][-1]:.3f} eval acc {history['eval_acc'][-1]}")
     encoder.eval()
     seconds = time.perf_counter() - start
     info = {"train": train.name, "train_fingerprint": train.fingerprint, "n_train": len(train),

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from fmbook.core import vision
 from fmbook.core.datasets import ImageSet, fingerprint_arrays
 from fmbook.core.paths import atomic_folder, cache_dir
+from fmbook.core.progress import logger
 
 OFFLINE_NAME = "fmbook/lit-fashion-minilm"
 OFFLINE_VLMS = (OFFLINE_NAME,)
@@ -385,9 +386,9 @@ def train_lit(train: ImageSet, config: LiTConfig, text: TextTower, eval_set: Ima
                                        if eval_set is not None else None)
             if verbose:
                 acc = history["eval_acc"][-1]
-                print(f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f} "
-                      f"T {history['temperature'][-1]:.4f}"
-                      + (f" zero-shot eval acc {acc:.3f}" if acc is not None else ""), flush=True)
+                logger.info(f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f} "
+                            f"T {history['temperature'][-1]:.4f}"
+                            + (f" zero-shot eval acc {acc:.3f}" if acc is not None else ""))
     tower.eval()
     seconds = time.perf_counter() - start
     info = {"train": train.name, "train_fingerprint": train.fingerprint, "n_train": len(train),
@@ -556,13 +557,3 @@ def retrieve(model: VisionLanguageModel, query: str, images: np.ndarray | None =
     sims = _normalize(image_embeddings) @ model.encode_texts([query])[0]
     order = np.argsort(-sims, kind="stable")[:k]
     return order, sims[order]
-
-
-def images_per_second(model: VisionLanguageModel, images: np.ndarray, repeats: int = 1) -> float:
-    """Throughput of :meth:`VisionLanguageModel.encode_images` (best of ``repeats``)."""
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        model.encode_images(images)
-        best = min(best, time.perf_counter() - start)
-    return len(images) / best
