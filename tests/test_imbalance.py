@@ -361,3 +361,27 @@ def test_claims_hold_contradict_or_stay_unresolved_from_the_intervals():
     table = analysis.summarise(_rows(reversal))
     assert {"overall", "overall_pm", "few_pm"} <= set(table.columns) and table["seeds"].eq(3).all()
     assert table.loc[table["ratio"] == 10, "few"].isna().all()
+
+
+def test_bad_names_in_the_experiment_are_refused_and_the_figures_draw():
+    from fmbook.imbalance import experiment, plots
+
+    with pytest.raises(ImbalanceError, match="allowed: train, heldout, name"):
+        experiment.templates("imagenet80")
+    with pytest.raises(ImbalanceError, match="allowed"):
+        experiment.method_config(zero_shot="none")
+    rows = _rows(lambda r: {"zero_shot": (0.6, 0.5), "ce": (0.8, 0.2), "balanced_softmax": (0.82, 0.4)})
+    rows["label"] = rows["method"].map(T.METHOD_LABELS)
+    summary = analysis.summarise(rows)
+    table = plots.interval_table(summary, T.METRICS, ["zero_shot", "ce", "balanced_softmax"])
+    assert list(table.columns[:2]) == ["data", "method"] and len(table) == 6
+    assert table["few"].isna().sum() == 3 and "±" in table["overall"].iloc[0]
+    fig = plots.heatmap(summary, T.METRICS, ["zero_shot", "ce", "balanced_softmax"], "t")
+    fig2 = plots.bars_with_intervals(summary, "overall", ["zero_shot", "ce"], "t", "y")
+    counts = pd.DataFrame([{"dataset": "ρ=10", "ratio": 10.0, "seed": 0, "class": str(c), "rank": c,
+                            "count": 100 // (c + 1), "group": "many" if c < 2 else "few"} for c in range(4)])
+    fig3 = plots.counts_figure(counts, 0, 40, 30)
+    import matplotlib.pyplot as plt
+    for f in (fig, fig2, fig3):
+        assert f.get_size_inches()[0] <= 10
+        plt.close(f)

@@ -86,11 +86,18 @@ def prepare(model: vlm.VisionLanguageModel, pool: ImageSet, test: ImageSet, rati
     start = time.perf_counter()
     test_tokens, cached["test_tokens"] = feat.cached_tokens(model, test, device=device)
     seconds["test_tokens"] = time.perf_counter() - start
+    _back_to_cpu(model)  # the extractor may have moved the tower to the GPU; the rest runs on the CPU
     start = time.perf_counter()
     test_emb, cached["test_embeddings"] = feat.cached_embeddings(model, test)
     seconds["test_embeddings"] = time.perf_counter() - start
     return Setup(model, pool, test, int(n_max), thresholds, splits, rows, train_tokens, test_tokens, test_emb,
                  seconds, cached)
+
+
+def _back_to_cpu(model: vlm.VisionLanguageModel) -> None:
+    module = getattr(model, "tower", None) or getattr(model, "model", None)
+    if module is not None and hasattr(module, "to"):
+        module.to("cpu")
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ def zero_shot_predictions(setup: Setup, templates: Sequence[str]) -> np.ndarray:
 
 
 def run_methods(setup: Setup, methods: Sequence[str], config: MethodConfig | None = None,
-                use_cache: bool = True) -> pd.DataFrame:
+                use_cache: bool = True, device: str = "cpu") -> pd.DataFrame:
     """One row per (ratio, seed, method): the metrics of :func:`fmbook.imbalance.train.evaluate`,
     the training seconds and whether the model came from the cache. Stage-2 heads need (and train,
     if missing) the stage-1 cross-entropy decoder of the same set and seed."""
@@ -130,12 +137,13 @@ def run_methods(setup: Setup, methods: Sequence[str], config: MethodConfig | Non
             if name not in stage1:
                 decoder = DecoderConfig(0, config.decoder.num_heads, config.decoder.mlp_ratio) if depth_zero else config.decoder
                 stage1[name] = T.cached_stage1(key_parts, tokens, split.labels, split.counts, loss, decoder,
-                                               config.train, seed, config.losses, use_cache, setup.test_tokens)
+                                               config.train, seed, config.losses, use_cache, setup.test_tokens, device)
             return stage1[name]
 
         def ce_outputs(which: str):
             if which not in outputs:
-                outputs[which] = T.decoder_outputs(get_stage1("ce")[0], tokens if which == "train" else setup.test_tokens)
+                outputs[which] = T.decoder_outputs(get_stage1("ce")[0], tokens if which == "train" else setup.test_tokens,
+                                                   device=device)
             return outputs[which]
 
         for method in methods:

@@ -30,9 +30,10 @@ def counts_figure(counts: pd.DataFrame, seed: int, many_above: float, few_below:
         ax.set_title(f"ρ = {ratio:g}: {int(part['count'].sum()):,} images", fontsize=11)
     axes[0][0].set_ylabel("training images (log scale)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS[g]) for g in GROUPS]
-    fig.legend(handles, [f"{g}-shot" for g in GROUPS], loc="upper right", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle(f"Long-tailed Fashion-MNIST training sets (seed {seed}); dashed: many above, dotted: few below",
-                 fontsize=11, y=1.02)
+    handles += [plt.Line2D([], [], color="grey", ls="--", lw=1), plt.Line2D([], [], color="grey", ls=":", lw=1)]
+    axes[0][-1].legend(handles, [f"{g}-shot" for g in GROUPS] + ["many-shot above", "few-shot below"],
+                       loc="upper right", fontsize=9, framealpha=0.9)
+    fig.suptitle(f"Long-tailed training sets (seed {seed}), classes by rank", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -52,6 +53,8 @@ def heatmap(summary: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str
                     yticklabels=[labels.get(m, m) for m in methods], mask=values.isna())
         ax.set_xticklabels([METRIC_LABELS.get(m, m) for m in metrics], rotation=45, ha="right", fontsize=9)
         ax.set_title(f"ρ = {ratio:g}", fontsize=11)
+        ax.grid(False)
+        ax.set_facecolor("#eeeeee")
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.tick_params(axis="y", labelsize=9)
@@ -73,6 +76,7 @@ def bars_with_intervals(summary: pd.DataFrame, metric: str, methods: Sequence[st
                capsize=2, label=f"ρ = {ratio:g}")
     ax.set_xticks(x, [labels.get(m, m) for m in methods], rotation=35, ha="right", fontsize=9)
     ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=11)
     ax.legend(fontsize=9, ncol=len(ratios), loc="lower right")
     fig.tight_layout()

@@ -92,12 +92,14 @@ def _batches(labels: np.ndarray, config: TrainConfig, balanced: bool, generator:
 def _optimise(module: nn.Module, forward, targets: torch.Tensor, loss_fn, config: TrainConfig,
               balanced: bool, seed: int) -> list[float]:
     params = [p for p in module.parameters() if p.requires_grad]
+    device = targets.device
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     generator = torch.Generator().manual_seed(seed)
     history = []
     module.train()
-    for step, index in enumerate(_batches(targets.numpy(), config, balanced, generator)):
+    for step, index in enumerate(_batches(targets.cpu().numpy(), config, balanced, generator)):
+        index = index.to(device)
         loss = loss_fn(forward(index), targets[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,26 +115,31 @@ def _optimise(module: nn.Module, forward, targets: torch.Tensor, loss_fn, config
 
 def train_stage1(tokens: np.ndarray, labels: np.ndarray, counts: Sequence[int], loss: str,
                  decoder: DecoderConfig, config: TrainConfig, seed: int,
-                 loss_config: L.LossConfig | None = None) -> tuple[DecoderClassifier, list[float]]:
-    """Decoder (or, with ``decoder.depth == 0``, a linear probe) + classifier on frozen tokens."""
+                 loss_config: L.LossConfig | None = None, device: str = "cpu") -> tuple[DecoderClassifier, list[float]]:
+    """Decoder (or, with ``decoder.depth == 0``, a linear probe) + classifier on frozen tokens.
+
+    ``device="cuda"`` trains on the GPU (the ``full`` profile; tokens are moved there as float16)."""
     L.check_loss(loss)
-    x = torch.from_numpy(np.ascontiguousarray(tokens))
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    with vision.deterministic(seed):
-        model = DecoderClassifier(x.shape[-1], len(counts), decoder)
+    x = torch.from_numpy(np.ascontiguousarray(tokens)).to(device)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    with vision.deterministic(seed, strict=str(device) == "cpu"):
+        model = DecoderClassifier(x.shape[-1], len(counts), decoder).to(device)
         history = _optimise(model, lambda i: model(x[i].float()), y, L.make_loss(loss, counts, loss_config),
                             config, L.uses_balanced_sampling(loss), seed)
-    return model, history
+    return model.cpu(), history
 
 
 @torch.no_grad()
-def decoder_outputs(model: DecoderClassifier, tokens: np.ndarray, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-0 features and logits of a frozen decoder, ``(N, D)`` and ``(N, C)``."""
-    model.eval()
+def decoder_outputs(model: DecoderClassifier, tokens: np.ndarray, batch_size: int = 2048,
+                    device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-0 features and logits of a frozen decoder, ``(N, D)`` and ``(N, C)`` (on the CPU)."""
+    model.eval().to(device)
     feats = []
-    with vision.deterministic(0):
+    with vision.deterministic(0, strict=str(device) == "cpu"):
         for start in range(0, len(tokens), batch_size):
-            feats.append(model.features(torch.from_numpy(np.ascontiguousarray(tokens[start:start + batch_size])).float()))
+            chunk = torch.from_numpy(np.ascontiguousarray(tokens[start:start + batch_size])).to(device).float()
+            feats.append(model.features(chunk).cpu())
+        model.cpu()
         f = torch.cat(feats)
         return f, model.classifier(f)
 
@@ -174,8 +181,8 @@ def evaluate(predictions: np.ndarray, labels: np.ndarray, groups: Sequence[str])
 
 
 @torch.no_grad()
-def predict_decoder(model: DecoderClassifier, tokens: np.ndarray) -> np.ndarray:
-    return decoder_outputs(model, tokens)[1].argmax(1).numpy()
+def predict_decoder(model: DecoderClassifier, tokens: np.ndarray, device: str = "cpu") -> np.ndarray:
+    return decoder_outputs(model, tokens, device=device)[1].argmax(1).numpy()
 
 
 @torch.no_grad()
@@ -218,7 +225,7 @@ def _save_run(folder: Path, meta: dict, state: dict, predictions: np.ndarray | N
 def cached_stage1(key_parts: dict, tokens: np.ndarray, labels: np.ndarray, counts: Sequence[int], loss: str,
                   decoder: DecoderConfig, config: TrainConfig, seed: int,
                   loss_config: L.LossConfig | None = None, use_cache: bool = True,
-                  test_tokens: np.ndarray | None = None) -> tuple[DecoderClassifier, dict, np.ndarray | None]:
+                  test_tokens: np.ndarray | None = None, device: str = "cpu") -> tuple[DecoderClassifier, dict, np.ndarray | None]:
     """:func:`train_stage1`, cached under ``cache_dir()/imbalance/runs/<key>`` with its predictions on
     ``test_tokens`` (``key_parts`` must identify the test set). Returns the model, its meta (seconds,
     loss history, ``from_cache``) and the test predictions (None without ``test_tokens``)."""
@@ -232,12 +239,12 @@ def cached_stage1(key_parts: dict, tokens: np.ndarray, labels: np.ndarray, count
         model.load_state_dict(state)
         model.eval()
         if pred is None and test_tokens is not None:
-            pred = predict_decoder(model, test_tokens)
+            pred = predict_decoder(model, test_tokens, device)
         return model, {**meta, "from_cache": True}, pred
     start = time.perf_counter()
-    model, history = train_stage1(tokens, labels, counts, loss, decoder, config, seed, loss_config)
+    model, history = train_stage1(tokens, labels, counts, loss, decoder, config, seed, loss_config, device)
     meta = {"key": key, "seconds": time.perf_counter() - start, "history": history}
-    pred = predict_decoder(model, test_tokens) if test_tokens is not None else None
+    pred = predict_decoder(model, test_tokens, device) if test_tokens is not None else None
     if use_cache:
         _save_run(folder, meta, model.state_dict(), pred)
     return model, {**meta, "from_cache": False}, pred
