@@ -133,7 +133,7 @@ def test_sphinx_extension_dedupes_scripts_and_fixes_theme_markup(tmp_path):
     from fmbook.book import sphinx_ext
 
     context = {"script_files": [_JavaScript(None, body="const A = 1"), _JavaScript("x.js"),
-                                _JavaScript(None, body="const A = 1")]}
+                                _JavaScript("", body="const A = 1")]}  # sphinx-thebe's second copy: filename ''
     sphinx_ext.dedupe_scripts(None, "p", "page.html", context, None)
     assert len(context["script_files"]) == 2
     nav = ('<a class="current reference internal" href="#">NMTune &amp; co</a><details open="open"><summary>'

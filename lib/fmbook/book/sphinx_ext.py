@@ -33,8 +33,12 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def _script_key(script: Any) -> tuple:
-    attributes = getattr(script, "attributes", {}) or {}
-    return (getattr(script, "filename", None) or str(script),
+    """What makes two scripts the same: file name, priority and attributes (an inline script's body
+    is an attribute); a plain string is its own key."""
+    if not hasattr(script, "attributes"):
+        return (str(script),)
+    attributes = script.attributes or {}
+    return (getattr(script, "filename", None) or None, getattr(script, "priority", None),
             tuple(sorted((k, str(v)) for k, v in attributes.items())))
 
 
