@@ -362,7 +362,8 @@ def test_claims_verdicts_levels_and_paper_numbers():
     mlp_id = nm.find_claim(rows, "NMTune beats the plain MLP head (ID); preset 'paper'")
     assert mlp_id.paper == pytest.approx(((75.06 - 73.96) + (74.87 - 73.97) + (74.27 - 73.13)) / 3, abs=0.005)
     assert nm.claim_summary(rows)["total"] == len(rows) == 16
-    assert nm.claim_sentence(five).startswith("holds (+")
+    assert nm.claim_sentence(five).startswith("holds (+") and nm.claim_sentence(five).endswith(", 97.5% interval)")
+    assert "98.75% interval (4 comparisons)" in ood[0].comparison
     # the opposite effect is contradicted, and one seed resolves nothing
     flipped = nm.claims(_grid({("ID", 0.05): -0.03, ("ID", 0.1): -0.03}), _spectrum(-1.0), _spectrum(-1.0))
     assert nm.find_claim(flipped, "Slight pre-training noise improves ID transfer (linear probe): 5%").verdict == "contradicted"

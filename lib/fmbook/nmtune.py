@@ -950,6 +950,11 @@ def _pct(rate: float) -> str:
     return f"{100 * rate:g}%"
 
 
+def _level(level: float) -> str:
+    """A confidence level as written in the book: ``0.975`` -> ``97.5%``, ``0.9875`` -> ``98.75%``."""
+    return f"{round(100 * level, 4):g}%"
+
+
 def _claim(text: str, diffs: np.ndarray, level: float, comparison: str, **kwargs) -> Claim:
     interval = t_interval(diffs, level)
     half = interval.half_width
@@ -995,7 +1000,7 @@ def claims(transfer, spectrum_id, spectrum_ood, presets: tuple[str, ...] = PRESE
         out.append(_claim(
             f"Slight pre-training noise improves ID transfer (linear probe): {_pct(rate)} noise",
             100 * paired_by_seed(domain_frame(lp, "ID"), rate), adjusted,
-            f"{_pct(rate)} minus clean encoder, same seed; {n_text}; {adjusted:.1%} interval "
+            f"{_pct(rate)} minus clean encoder, same seed; {n_text}; {_level(adjusted)} interval "
             f"({len(slight)} comparisons); linear probe of preset '{sweep_preset}'",
             paper=round(paper, 2), paper_source=f"Figure 2(a), ResNet-50 IN-1K, plot values (CLIP: {clip:+.2f})",
             unit="points", direction="increase"))
@@ -1007,7 +1012,7 @@ def claims(transfer, spectrum_id, spectrum_ood, presets: tuple[str, ...] = PRESE
         out.append(_claim(
             f"Any pre-training noise hurts OOD transfer (linear probe): {_pct(rate)} noise",
             100 * paired_by_seed(domain_frame(lp, "OOD"), rate), adjusted,
-            f"{_pct(rate)} minus clean encoder, same seed; {n_text}; {adjusted:.1%} interval "
+            f"{_pct(rate)} minus clean encoder, same seed; {n_text}; {_level(adjusted)} interval "
             f"({len(hurt)} comparisons); linear probe of preset '{sweep_preset}'",
             paper=round(paper, 2), paper_source=f"Figure 2(b), ResNet-50 IN-1K, plot values (CLIP: {clip:+.2f})",
             unit="points", direction="decrease"))
@@ -1041,7 +1046,7 @@ def claims(transfer, spectrum_id, spectrum_ood, presets: tuple[str, ...] = PRESE
                 f"NMTune beats the {other if other != 'MLP' else 'plain MLP head'} ({domain}); preset '{preset}'",
                 100 * head_gap_by_seed(part, "NMTune", other), adjusted,
                 f"NMTune minus {other} on the same encoder, mean over the noise ratios per seed; {n_text}; "
-                f"{adjusted:.1%} interval ({len(presets)} presets)",
+                f"{_level(adjusted)} interval ({len(presets)} presets)",
                 paper=round(paper, 2), paper_source=f"{source}, ResNet-50 IN-1K", unit="points",
                 direction="increase"))
     return out
@@ -1060,7 +1065,7 @@ def claim_sentence(row: Claim, digits: int = 2) -> str:
     """``"holds (+0.52 [+0.10, +0.94] points, 97.5% interval)"``: a claim's verdict and interval in words."""
     from fmbook.core.claims import interval_text
 
-    return f"{row.verdict} ({interval_text(row, digits)}, {row.level:.1%} interval)"
+    return f"{row.verdict} ({interval_text(row, digits)}, {_level(row.level)} interval)"
 
 
 def find_claim(rows: list[Claim], startswith: str) -> Claim | None:
