@@ -232,3 +232,38 @@ def test_fast_dtype_and_engine(tiny_folder):
     assert lm.fast_dtype("cpu") in ("bfloat16", "float32")
     engine = lm.load_engine(str(tiny_folder), dtype="float32", verbose=False)
     assert engine.prefix_cache and engine.dtype == "float32"
+
+
+# ---- the bench's bookkeeping (no model) ----------------------------------------------------------
+
+def test_bench_blocks_settings_and_results_file(tmp_path):
+    from types import SimpleNamespace
+
+    from fmbook.core import lm_bench
+
+    prompts = lm_bench.load_prompts()
+    assert {p["mode"] for p in prompts} == {"zero-shot", "few-shot"} and len({p["id"] for p in prompts}) == len(prompts)
+    chat = lm_bench.prompts_for(SimpleNamespace(has_chat_template=True), prompts)
+    base = lm_bench.prompts_for(SimpleNamespace(has_chat_template=False), prompts)
+    assert len(chat) == len(prompts) and all(p["mode"] == "few-shot" and p["stop_at_newline"] for p in base)
+    parts = lm_bench.blocks(chat, 4)
+    assert sorted(p["id"] for b in parts for p in b) == sorted(p["id"] for p in chat)
+    assert all({p["condition"] for p in b} == {p["condition"] for p in chat} for b in parts)
+    calls = []
+    ref = lm_bench.Setting("reference", lambda ps: (calls.append("r"), [str(p["id"]) for p in ps])[1], "r")
+    eng = lm_bench.Setting("engine", lambda ps: (calls.append("e"), [str(p["id"]) if p["id"] % 10 else "x" for p in ps])[1], "e")
+    small = chat[:40]
+    lm_bench.run_settings([ref, eng], small, n_blocks=2)
+    assert calls == ["r", "e", "e", "r"]  # interleaved, alternating who goes first
+    share = lm_bench.agreement(eng.answers, ref.answers)
+    assert share == pytest.approx(1 - sum(p["id"] % 10 == 0 for p in small) / len(small))
+    with pytest.raises(lm_bench.BenchError):
+        lm_bench.agreement([], [])
+    record = {"model": "org/m", "model_id": "org/m", "engine_dtype": "bfloat16", "threads": 2, "prompts": 40,
+              "modes": {"zero-shot": 40, "few-shot": 0}, "ratio": 2.0, "identical": share,
+              "settings": [{"setting": "reference", "what": "r", "prompts": 40, "prompts_per_s": 1.0, "speedup": 1.0,
+                            "cpu_speedup": 1.0, "identical_to_reference": 1.0}]}
+    path = lm_bench.write_result(record, profile="local", root=tmp_path)
+    assert path == tmp_path / "bench" / "local" / "lm_m.json"
+    assert lm_bench.read_results("local", root=tmp_path)[0]["ratio"] == 2.0
+    assert list(lm_bench.summary_table(lm_bench.read_results(root=tmp_path)).setting) == ["reference"]

@@ -71,7 +71,8 @@ def _bench(args) -> int:
         print(f"{name}: {record['prompts']} prompts ({record['modes']['zero-shot']} zero-shot, "
               f"{record['modes']['few-shot']} few-shot), threads {record['threads']}")
         for s in record["settings"]:
-            print(f"  {s['setting']:<34} {s['prompts_per_s']:7.2f} prompts/s  x{s['speedup']:5.2f}  "
+            print(f"  {s['setting']:<34} {s['prompts_per_s']:7.2f} prompts/s  x{s['speedup']:5.2f} "
+                  f"(CPU time x{s['cpu_speedup']:5.2f})  "
                   f"identical to reference {100 * s['identical_to_reference']:5.1f}%")
         for label, why in record["notes"].items():
             print(f"  {label}: not run ({why})")
