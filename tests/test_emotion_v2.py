@@ -228,7 +228,7 @@ def test_logit_lens_last_layer_equals_the_models_logits(tiny):
     lens = ed._head_logits(tiny, hs[-1][-1:])[0]
     assert torch.allclose(lens, own, atol=1e-5)
     # one vector alone (the meta-prompt read-out): the last row is the model's own prediction for it
-    table = ed.logit_lens(tiny, {"v": ed.embed(tiny, ids)[-1]}, layers=[0, -1], top_k=3, prefix=False)
+    table = ed.logit_lens(tiny, {"v": ed.embed(tiny, ids)[-1]}, layers=[0, -1], top_k=3, prefix="none")
     with torch.inference_mode():
         alone = torch.softmax(tiny.model(input_ids=torch.tensor([ids[-1:]])).logits[0, -1].float(), -1)
     top = torch.topk(alone, 3)
@@ -287,6 +287,10 @@ def test_meta_vector_and_soft_evaluation_mechanics(tiny):
     sim = ed.representation_similarity(tiny, {"EP02": texts[0], "EP04": texts[1]},
                                        {"EA01": "Your friend Bob is sick.", "EA16": "A baby is crying sadly."})
     assert len(sim) == 4 and sim["centroids (raw)"].between(-1, 1).all()
+    pre = ed.prefix_ids(tiny, "chat")
+    assert tiny.tokenizer.decode(pre) == "<user>"  # the chat template up to the user's message
+    with pytest.raises(ed.DecodeError, match="allowed: chat, bos, none"):
+        ed.prefix_ids(tiny, "system")
 
 
 def test_attack_evaluation_on_the_tiny_model(tiny):
@@ -297,3 +301,64 @@ def test_attack_evaluation_on_the_tiny_model(tiny):
     assert len(res[res.condition == ea.WORD_LEVEL]) == 2 and len(res[res.condition == "none"]) == 4
     eff = ea.effects(res, n_boot=20)
     assert set(eff.kind) == {ea.KIND_ATTACK, ea.KIND_POSITIVE, ea.KIND_WORD}
+
+
+# ------------------------------------------------------------------------------------------
+# Visual stimuli: the full-profile code path on a tiny random LLaVA saved in the test
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_vlm_folder(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, PreTrainedTokenizerFast)
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor  # no torchvision needed
+    except ImportError:  # older transformers
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["Instruction: Sum the two given numbers.", "Input: 12 30\nAnswer: 42"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>", "<pad>", "<image>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    template = ("{% for m in messages %}<{{ m['role'] }}>{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+                "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<eos>\n{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    processor = LlavaProcessor(image_processor=ImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                               tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                               chat_template=template, image_token="<image>", num_additional_image_tokens=1)
+    config = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                        num_attention_heads=2, image_size=16, patch_size=8, projection_dim=16),
+                         text_config=LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                 num_attention_heads=4, num_key_value_heads=2,
+                                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+                         vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_visual_stimuli_folder_and_evaluation(tiny_vlm_folder, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    (images / "sadness").mkdir(parents=True)
+    Image.fromarray((np.random.default_rng(0).random((20, 20, 3)) * 255).astype("uint8")).save(images / "sadness" / "a.png")
+    loaded = ea.load_visual_stimuli(images)
+    assert list(loaded) == ["sadness"] and loaded["sadness"][0].size == (20, 20)
+    (images / "joyful_noise").mkdir()
+    with pytest.raises(ea.EmotionAttackError, match="allowed: happiness, sadness"):
+        ea.load_visual_stimuli(images)
+    with pytest.raises(ea.EmotionAttackError, match="not a folder"):
+        ea.load_visual_stimuli(tmp_path / "missing")
+    cfg = ep.EvalConfig(tasks=("sum",), conditions=("none",), modes=("zero-shot",), n_samples=2, max_new_tokens=3)
+    out = ea.evaluate_visual(str(tiny_vlm_folder), cfg, loaded, dtype="float32", device="cpu")
+    assert list(dict.fromkeys(out.condition)) == ["none", "image: sadness #0"] and len(out) == 4
+    assert out.correct.dtype == bool and out.output.map(lambda s: isinstance(s, str)).all()
+    assert ea.visual_messages("x")[0]["content"][0] == {"type": "image"}

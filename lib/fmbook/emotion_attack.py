@@ -336,7 +336,7 @@ def effects(results: pd.DataFrame, level: float = 0.95, n_boot: int = 1000, seed
     """One row per (model, mode, condition): accuracy with and without, the paired difference with
     a t interval over items, the relative change (%) with a paired-bootstrap interval, and what a
     sample of this size could resolve (:func:`fmbook.core.stats.minimum_detectable_difference`,
-    paired, at the observed share of discordant items)."""
+    paired, at the observed share of discordant items). Intervals are clipped to [-1, 1]."""
     rows = []
     meta = results.drop_duplicates("condition").set_index("condition")
     for (model, mode), part in results.groupby(["model", "mode"], sort=False):
@@ -355,7 +355,7 @@ def effects(results: pd.DataFrame, level: float = 0.95, n_boot: int = 1000, seed
                          "stimulus": meta.loc[cond, "stimulus"], "placement": meta.loc[cond, "placement"],
                          "family": meta.loc[cond, "family"], "kind": meta.loc[cond, "kind"], "n": n,
                          "acc_none": p0, "acc": float(treat.mean()) if n else math.nan,
-                         "diff": diff.estimate, "diff_low": diff.low, "diff_high": diff.high,
+                         "diff": diff.estimate, "diff_low": max(-1.0, diff.low), "diff_high": min(1.0, diff.high),
                          "rel_%": rel.estimate if rel else math.nan,
                          "rel_low": rel.low if rel else math.nan, "rel_high": rel.high if rel else math.nan,
                          "discordant": disc,
@@ -375,7 +375,8 @@ def pooled_effect(results: pd.DataFrame, kind: str, level: float = 0.95,
     per_item = d.mean(axis=1, skipna=True).dropna().to_numpy()
     if len(per_item) < 2:
         return stats.Interval(float(per_item.mean()) if len(per_item) else math.nan, math.nan, math.nan, level, "t", len(per_item))
-    return stats.t_interval(per_item, level)
+    iv = stats.t_interval(per_item, level)  # a difference of accuracies lies in [-1, 1]
+    return stats.Interval(iv.estimate, max(-1.0, iv.low), min(1.0, iv.high), iv.level, iv.method + ", clipped to [-1, 1]", iv.n)
 
 
 def harm_ranking(eff: pd.DataFrame) -> pd.DataFrame:
@@ -424,3 +425,74 @@ def cell_sizes(eff: pd.DataFrame) -> dict:
     difference it resolves (median over cells)."""
     return {"items_per_cell_min": int(eff["n"].min()), "items_per_cell_max": int(eff["n"].max()),
             "mdd_median": float(eff["mdd"].median()), "cells": int(len(eff))}
+
+
+# ------------------------------------------------------------------------------------------
+# Visual stimuli (full profile only: a generative vision-language model by hub id)
+# ------------------------------------------------------------------------------------------
+
+#: Image labels of the paper's overview figure: visual EmotionAttack (heightened arousal) and visual
+#: EmotionPrompt (Maslow's hierarchy). The images themselves and their source were not found.
+VISUAL_ATTACK_LABELS = ("happiness", "sadness", "fear", "disgust", "anger", "surprise")
+VISUAL_PROMPT_LABELS = ("sexy man", "money", "fortress", "sexy woman", "honor")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def load_visual_stimuli(folder: str | Path, labels: Sequence[str] = VISUAL_ATTACK_LABELS + VISUAL_PROMPT_LABELS) -> dict:
+    """Images the reader supplies: ``folder/<label>/*.png|jpg`` (label with ``_`` for spaces).
+
+    Returns ``{label: [PIL images]}`` for the labels found; an unknown sub-folder is refused."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EmotionAttackError(f"visual_folder={str(folder)!r} is not a folder of images (one sub-folder per "
+                                 f"label; allowed labels: {', '.join(labels)})")
+    out = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = sub.name.replace("_", " ").lower()
+        if label not in labels:
+            raise EmotionAttackError(f"visual stimuli: unknown label {sub.name!r}; allowed: {', '.join(labels)}")
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            out[label] = [Image.open(f).convert("RGB") for f in files]
+    return out
+
+
+def visual_messages(text: str, with_image: bool = True) -> list[dict]:
+    """One user turn: the image (the stimulus) and then the task's text prompt."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+    return [{"role": "user", "content": content}]
+
+
+def evaluate_visual(model_id: str, cfg: ep.EvalConfig, images: dict, dtype: str = "bfloat16",
+                    device: str = "cuda", max_images_per_label: int = 1) -> pd.DataFrame:
+    """Accuracy of a chat vision-language model (``AutoModelForImageTextToText`` by hub id or
+    folder) on EmotionPrompt's text prompts, with no image (``none``) and with each stimulus image.
+
+    Greedy decoding, answers checked by EmotionPrompt's task checkers. Runs where the model and the
+    images exist (``full``); the offline assets hold no generative vision-language model."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from fmbook.core.lm import DTYPES, clean_answer
+
+    if dtype not in DTYPES:
+        raise EmotionAttackError(f"dtype={dtype!r}; allowed: {', '.join(DTYPES)}")
+    processor = AutoProcessor.from_pretrained(model_id)
+    model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=DTYPES[dtype]).eval().to(device)
+    grid = ep.build_grid(replace(cfg, conditions=(ep.BASELINE,)), chat=False)
+    stimuli = [(ep.BASELINE, None)] + [(f"image: {label} #{i}", img) for label, imgs in images.items()
+                                       for i, img in enumerate(imgs[:max_images_per_label])]
+    rows = []
+    for cond, img in stimuli:
+        for _, r in grid.iterrows():
+            messages = visual_messages(r.prompt, with_image=img is not None)
+            text = processor.apply_chat_template(messages, add_generation_prompt=True)
+            enc = processor(text=[text], images=[img] if img is not None else None, return_tensors="pt").to(device)
+            with torch.inference_mode():
+                out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=False)
+            answer = clean_answer(processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0])
+            rows.append({**{k: r[k] for k in ("mode", "task", "seed", "item", "input", "answer")}, "condition": cond,
+                         "output": answer, "correct": ii.get_task(r.task).check(r._example, answer), "model": model_id})
+    return pd.DataFrame(rows)

@@ -137,21 +137,37 @@ def meta_vector(lm: CausalLM, texts: Sequence[str]) -> torch.Tensor:
 # Logit lens
 # ------------------------------------------------------------------------------------------
 
-def _prefix_ids(lm: CausalLM) -> list[int]:
+PREFIXES = ("chat", "bos", "none")
+
+
+def prefix_ids(lm: CausalLM, prefix: str = "chat") -> list[int]:
+    """Tokens placed before a decoded vector or text. ``chat``: the model's chat template up to the
+    start of the user's message (the place of a stimulus in a prompt; ``bos`` when there is no
+    template); ``bos``: the BOS token when the tokenizer has one; ``none``: nothing.
+
+    Without any prefix the vector sits at position 0, where many models park very large activations
+    (an "attention sink"), and every layer then decodes to the same few tokens."""
+    if prefix not in PREFIXES:
+        raise DecodeError(f"prefix={prefix!r}; allowed: {', '.join(PREFIXES)}")
+    if prefix == "chat" and lm.has_chat_template:
+        left = lm.render([{"role": "user", "content": SLOT}]).split(SLOT)[0]
+        return lm.tokenizer(left, add_special_tokens=False)["input_ids"]
+    if prefix == "none":
+        return []
     bos = lm.tokenizer.bos_token_id
-    return [bos] if bos is not None and getattr(lm.tokenizer, "add_bos_token", True) else []
+    return [bos] if bos is not None else []
 
 
 def logit_lens(lm: CausalLM, vectors: Mapping[str, torch.Tensor], layers: Sequence[int] | None = None,
-               top_k: int = 5, prefix: bool = True) -> pd.DataFrame:
-    """Decode each vector at each layer: it is fed as a one-position input (after the BOS token when
-    the tokenizer uses one and ``prefix``), and the hidden state at its position in every layer goes
-    through the final norm and the output head. One row per (vector, layer): top tokens and their
-    probabilities, and the entropy of the distribution (nats)."""
+               top_k: int = 5, prefix: str = "chat") -> pd.DataFrame:
+    """Decode each vector at each layer: it is fed as a one-position input after
+    :func:`prefix_ids`, and the hidden state at its position in every layer goes through the final
+    norm and the output head. One row per (vector, layer): top tokens and their probabilities, and
+    the entropy of the distribution (nats)."""
     if top_k < 1:
         raise DecodeError(f"top_k must be >= 1, got {top_k}")
     layers = check_layers(lm, layers)
-    pre = _prefix_ids(lm) if prefix else []
+    pre = prefix_ids(lm, prefix)
     rows = []
     for name, vec in vectors.items():
         x = torch.cat([embed(lm, pre), vec.float()[None]]) if pre else vec.float()[None]
@@ -167,9 +183,9 @@ def logit_lens(lm: CausalLM, vectors: Mapping[str, torch.Tensor], layers: Sequen
     return pd.DataFrame(rows)
 
 
-def decoded_string(lm: CausalLM, vector: torch.Tensor, layer: int, n_tokens: int = 12) -> str:
+def decoded_string(lm: CausalLM, vector: torch.Tensor, layer: int, n_tokens: int = 12, prefix: str = "chat") -> str:
     """The paper's kind of "meta prompt" read-out: the top tokens of ``vector`` at ``layer``, joined."""
-    table = logit_lens(lm, {"v": vector}, [layer], top_k=n_tokens)
+    table = logit_lens(lm, {"v": vector}, [layer], top_k=n_tokens, prefix=prefix)
     return "".join(table.iloc[0]["tokens"])
 
 
@@ -177,24 +193,28 @@ def decoded_string(lm: CausalLM, vector: torch.Tensor, layer: int, n_tokens: int
 # Representations across layers
 # ------------------------------------------------------------------------------------------
 
-def text_representation(lm: CausalLM, text: str) -> torch.Tensor:
-    """Mean hidden state over the tokens of ``text`` at every layer: ``[L + 1, d]``."""
-    ids = _prefix_ids(lm) + stimulus_ids(lm, text)
-    hs = hidden_states(lm, embed(lm, ids))
-    start = len(_prefix_ids(lm))
-    return torch.stack([h[start:].mean(0) for h in hs])
+def text_representation(lm: CausalLM, text: str, prefix: str = "chat") -> torch.Tensor:
+    """Mean hidden state over the tokens of ``text`` (after :func:`prefix_ids`) at every layer:
+    ``[L + 1, d]``."""
+    pre = prefix_ids(lm, prefix)
+    hs = hidden_states(lm, embed(lm, pre + stimulus_ids(lm, text)))
+    return torch.stack([h[len(pre):].mean(0) for h in hs])
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a[None], b[None])[0])
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.float()[None], b.float()[None])[0])
 
 
-def representation_similarity(lm: CausalLM, positive: Mapping[str, str], attack: Mapping[str, str]) -> pd.DataFrame:
+_cos = cosine
+
+
+def representation_similarity(lm: CausalLM, positive: Mapping[str, str], attack: Mapping[str, str],
+                              prefix: str = "chat") -> pd.DataFrame:
     """Per layer: the cosine similarity of the positive and attack centroids (each the mean over
-    its stimuli of the text's mean hidden state) and, for reference, the mean pairwise cosine within
-    each group and across groups. Centroids are compared after subtracting the grand mean of all
-    stimuli at that layer (otherwise the large shared component makes every cosine close to 1)."""
-    reps = {k: text_representation(lm, t) for k, t in {**positive, **attack}.items()}
+    its stimuli of the text's mean hidden state), and the mean pairwise cosine within each group and
+    across groups after subtracting the mean of all stimuli at that layer (otherwise the large
+    shared component makes every cosine close to 1)."""
+    reps = {k: text_representation(lm, t, prefix) for k, t in {**positive, **attack}.items()}
     pos = torch.stack([reps[k] for k in positive])  # [P, L+1, d]
     att = torch.stack([reps[k] for k in attack])
     grand = torch.cat([pos, att]).mean(0)
@@ -208,7 +228,6 @@ def representation_similarity(lm: CausalLM, positive: Mapping[str, str], attack:
 
         rows.append({"layer": layer,
                      "centroids (raw)": _cos(pos[:, layer].mean(0), att[:, layer].mean(0)),
-                     "centroids (centred)": _cos(p.mean(0), a.mean(0)),
                      "within positive": mean_pair(p, p, True), "within attack": mean_pair(a, a, True),
                      "across": mean_pair(p, a, False)})
     return pd.DataFrame(rows)
@@ -226,6 +245,14 @@ class SoftInsert:
     name: str
     vectors: torch.Tensor | None = None
     ids: tuple[int, ...] | None = None
+
+    def key(self) -> str:
+        """What identifies the insert in the output cache (a hash of its vectors or its ids)."""
+        import hashlib
+
+        if self.vectors is not None:
+            return "v:" + hashlib.sha256(self.vectors.float().cpu().numpy().tobytes()).hexdigest()[:20]
+        return "ids:" + ",".join(map(str, self.ids or ()))
 
     def embeddings(self, lm: CausalLM) -> torch.Tensor | None:
         if self.vectors is not None:
@@ -319,20 +346,35 @@ def evaluate_soft(lm: CausalLM, cfg: ep.EvalConfig, inserts: Sequence[SoftInsert
     """Accuracy with each insert in the stimulus's place, on EmotionPrompt's items and checkers.
 
     Rows as :func:`fmbook.emotion_prompt.evaluate` returns them (``condition`` = the insert's name).
-    Greedy, ``cfg.max_new_tokens``; not cached (the inputs are vectors, not text)."""
+    Greedy, ``cfg.max_new_tokens``; answers are kept in the model's output cache, keyed by the text
+    on both sides of the slot and a hash of the inserted vectors."""
+    from fmbook.core.lm import OutputCache
+
     names = [s.name for s in inserts]
     if len(set(names)) != len(names):
         raise DecodeError(f"insert names must be unique, got {names}")
     grid = slot_grid(lm, cfg)
     sides = [_row_ids(lm, l, r) for l, r in zip(grid.left, grid.right)]
+    settings = {"max_new_tokens": cfg.max_new_tokens, "stop_at_newline": True}
     frames = []
     for ins in inserts:
+        keys = [OutputCache.key(lm.cache_id, "soft-generate", [l, r, ins.key()], settings)
+                for l, r in zip(grid.left, grid.right)]
+        found = lm.cache.get_many(keys) if lm.cache else {}
+        todo = [j for j, k in enumerate(keys) if k not in found]
         mid = ins.embeddings(lm)
         rows = []
-        for left, right in sides:
+        for j in todo:
+            left, right = sides[j]
             parts = [embed(lm, left)] + ([mid] if mid is not None else []) + [embed(lm, right)]
             rows.append(torch.cat(parts))
-        outs = greedy_from_embeddings(lm, rows, cfg.max_new_tokens, cfg.batch_size)
+        new = dict(zip([keys[j] for j in todo], greedy_from_embeddings(lm, rows, cfg.max_new_tokens, cfg.batch_size)))
+        if new and lm.cache:
+            lm.cache.put_many(new)
+        found.update(new)
+        lm.stats["generated"] += len(todo)
+        lm.stats["cached"] += len(keys) - len(todo)
+        outs = [found[k] for k in keys]
         g = grid.copy()
         g["condition"], g["output"] = ins.name, outs
         g["correct"] = [ii.get_task(t).check(ex, o) for t, ex, o in zip(g.task, g._example, outs)]
