@@ -200,6 +200,7 @@ def test_claims_verdicts_on_synthetic_results():
     assert rows["positive"].verdict == "holds"
     assert rows["attack"].level == pytest.approx(1 - 0.05 / emotion_v2.N_CLAIMS)
     assert rows["attack"].resolvable > 0 and rows["attack"].unit == "points"
+    assert rows["attack"].resolvable >= (rows["attack"].high - rows["attack"].low) / 2
     # meta equivalence: identical outcomes -> holds; meta always wrong where stimuli right -> contradicted
     items = [f"t/0/{i}" for i in range(200)]
     real = pd.DataFrame([{"model": "m", "mode": "zero-shot", "item": it, "condition": c, "correct": i % 2 == 0}
@@ -210,6 +211,7 @@ def test_claims_verdicts_on_synthetic_results():
     c_same = emotion_v2.claims(res, same, real, averaged=("EP01", "EP02"))[-1]
     assert c_same.note == "meta" and c_same.direction == "equivalent" and c_same.margin == pytest.approx(10)
     assert c_same.verdict == "holds"  # no difference on any item: the interval is [0, 0]
+    assert c_same.resolvable > 0  # ... which does not mean that any difference would have been seen
     assert emotion_v2.claims(res, worse, real, averaged=("EP01", "EP02"))[-1].verdict == "contradicted"
     noisy = same.assign(correct=[(i % 2 == 0) != (i % 20 in (1, 2)) for i in range(200)])  # +1 and -1 flips
     assert emotion_v2.claims(res, noisy, real, averaged=("EP01", "EP02"))[-1].verdict == "holds"

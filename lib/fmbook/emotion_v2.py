@@ -22,6 +22,7 @@ import pandas as pd
 
 from fmbook import emotion_attack as ea
 from fmbook import emotion_decode as ed
+from fmbook import emotion_prompt as ep
 from fmbook.core import stats
 from fmbook.core.claims import Claim
 
@@ -39,8 +40,28 @@ PAPER = {
 }
 
 
-def _resolvable(iv: stats.Interval) -> float | None:
-    return None if not np.isfinite(iv.half_width) else float(iv.half_width)
+def _resolvable(iv: stats.Interval, per_item: np.ndarray | None = None, p0: float = 0.5) -> float | None:
+    """The larger of the interval's half-width and the smallest paired difference a sample of this
+    size detects (:func:`fmbook.core.stats.minimum_detectable_difference`, at the observed share of
+    items that changed, at least one item): an interval of width zero does not mean that any effect
+    would have been seen."""
+    half = float(iv.half_width) if np.isfinite(iv.half_width) else math.inf
+    if per_item is None or len(per_item) == 0:
+        return None if math.isinf(half) else half
+    n = len(per_item)
+    disc = max(float(np.mean(per_item != 0)), 1 / n)
+    mdd = 100 * stats.minimum_detectable_difference(min(max(p0, 0.0), 1.0), n, iv.level, discordance=disc)
+    best = max(half, mdd)
+    return None if math.isinf(best) else best
+
+
+def _per_item(results: pd.DataFrame, kind: str) -> tuple[np.ndarray, float]:
+    sel = results[results.kind == kind]
+    if sel.empty:
+        return np.array([]), math.nan
+    d = ea.paired_differences(results, list(dict.fromkeys(sel.condition))).mean(axis=1).dropna()
+    base = results[results.condition == ep.BASELINE].set_index(["model", "mode", "task", "item"])["correct"]
+    return d.to_numpy(), float(base.reindex(d.index).astype(float).mean())
 
 
 def claims(results: pd.DataFrame, soft: pd.DataFrame | None = None, real: pd.DataFrame | None = None,
@@ -68,16 +89,18 @@ def claims(results: pd.DataFrame, soft: pd.DataFrame | None = None, real: pd.Dat
              "mean over EmotionPrompt and Maslow stimuli minus the original prompt, per item")]
     for key, kind, direction, text, comparison in rows:
         iv = scaled(ea.pooled_effect(results, kind, per))
+        per_item, p0 = _per_item(results, kind)
         paper = PAPER["positive"] if kind == ea.KIND_POSITIVE else PAPER["attack"]
         out.append(Claim.from_interval(text, iv, comparison + f"; paired t interval over {iv.n} items, "
                                        f"level {per:.4f} (Bonferroni, {N_CLAIMS} claims)",
                                        paper=None, paper_source=f"{paper} ({PAPER['source']})",
                                        unit="points", direction=direction,
-                                       resolvable=_resolvable(iv), note=key))
+                                       resolvable=_resolvable(iv, per_item, p0), note=key))
     if soft is not None and real is not None:
         d = ed.equivalence(soft, real, meta, averaged)
         if len(d) >= 2:
             iv = scaled(stats.t_interval(d, per))
+            iv = stats.Interval(iv.estimate, max(-100.0, iv.low), min(100.0, iv.high), iv.level, iv.method, iv.n)
         else:
             iv = stats.Interval(math.nan, math.nan, math.nan, per, "t", len(d))
         out.append(Claim.from_interval(
@@ -86,5 +109,5 @@ def claims(results: pd.DataFrame, soft: pd.DataFrame | None = None, real: pd.Dat
             f"equivalence margin ±{100 * margin:.0f} points fixed before the run; paired t interval over "
             f"{iv.n} items, level {per:.4f}", paper=None, paper_source=f"{PAPER['meta']} ({PAPER['source']})",
             unit="points", direction="equivalent", margin=100 * margin,
-            resolvable=_resolvable(iv), note="meta"))
+            resolvable=_resolvable(iv, d, 0.5), note="meta"))
     return out
