@@ -111,6 +111,7 @@ def test_output_cache_hit(tiny, monkeypatch):
 
     monkeypatch.setattr(tiny, "_generate_batch", boom)
     monkeypatch.setattr(tiny, "_generate_batch_prefix", boom)
+    monkeypatch.setattr(tiny, "_generate_rows", boom)
     assert tiny.generate(PROMPTS, config, batch_size=2) == first
     assert tiny.stats["cached"] == 4
     # other decoding settings are another key
@@ -165,3 +166,69 @@ def test_gemma_base_continues_text(tmp_path):
     assert isinstance(out[0], str) and out[0]
     s = model.score(["The plural of mouse is"] * 2, [" mice", " banana"])
     assert s[0] > s[1]
+
+
+# ---- the book's engine against the transformers path -------------------------------------------
+
+VARIED = [
+    "Instruction: Sum the two given numbers.\n\nInput: 12 30\nAnswer:",
+    "Instruction: Sum the two given numbers.\n\nInput: 7 5\nAnswer:",
+    "Instruction: Sum the two given numbers. Are you sure?\n\nInput: 7 5\nAnswer:",
+    "Instruction: Sum the two given numbers. Are you sure?\n\nInput: 100 23 and some more words\nAnswer:",
+    "Instruction: Write a word that means the opposite.\n\nInput: hot\nAnswer:",
+    "The plural of mouse is",
+    "Input: 1",
+]
+
+
+@pytest.mark.parametrize("newline", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_engine_equals_transformers_generate(tiny, newline, batch_size):
+    """Same greedy answers from the engine (prefix groups, length sort, rows leaving the batch)
+    as from plain ``model.generate`` one prompt at a time, on a fixed set of prompts."""
+    config = lm.DecodeConfig(max_new_tokens=12, chat=False, stop_at_newline=newline)
+    reference = [tiny.generate([p], config, batch_size=1, use_cache=False, prefix_cache=False)[0] for p in VARIED]
+    engine = tiny.generate(VARIED, config, batch_size=batch_size, use_cache=False, prefix_cache=True)
+    assert engine == reference
+
+
+def test_engine_rows_leave_the_batch(tiny, monkeypatch):
+    """A row that hits end of sequence stops generating (the batch shrinks) and the others go on."""
+    eos = tiny.tokenizer.eos_token_id
+    sizes, forced = [], []
+    real = tiny._forward
+
+    def spy(**kwargs):
+        n = kwargs["input_ids"].shape[0]
+        sizes.append(n)
+        out = real(**kwargs)
+        if n == 3 and not forced:  # the batch's prompt pass: row 0's first token is end of sequence
+            out.logits[0, -1, :] = -1e9
+            out.logits[0, -1, eos] = 0
+            forced.append(True)
+        return out
+
+    monkeypatch.setattr(tiny, "_forward", spy)
+    rows = [tiny._ids(p) for p in VARIED[:3]]
+    out = tiny._generate_rows(rows, lm.DecodeConfig(max_new_tokens=5, chat=False, stop_at_newline=False))
+    first = sizes.index(3)
+    assert sizes[first + 1:] and all(n == 2 for n in sizes[first + 1:])
+    assert out[0] == "" and len(out) == 3
+
+
+def test_plan_batches_groups_by_prefix_and_sorts_by_length():
+    a = [1, 2, 3, 4, 5, 6, 7, 8]
+    b = [1, 2, 9, 9, 9, 9, 9, 9]
+    rows = [a + [10, 11, 12], b + [10], a + [10], b + [11, 12], a + [11]]
+    assert lm.plan_batches(rows, 8) == [[2, 4, 0], [1, 3]]
+    assert lm.plan_batches(rows, 2) == [[2, 4], [0], [1, 3]]
+    assert lm.plan_batches(rows, 2, share_prefix=False) == [[1, 2], [4, 3], [0]]
+    assert lm.common_prefix_length([a, a[:5] + [0]]) == 5
+    with pytest.raises(lm.LMError, match="batch_size"):
+        lm.plan_batches(rows, 0)
+
+
+def test_fast_dtype_and_engine(tiny_folder):
+    assert lm.fast_dtype("cpu") in ("bfloat16", "float32")
+    engine = lm.load_engine(str(tiny_folder), dtype="float32", verbose=False)
+    assert engine.prefix_cache and engine.dtype == "float32"

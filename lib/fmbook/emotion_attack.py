@@ -205,8 +205,9 @@ class AttackConfig:
     n_samples: int = 8
     seeds: tuple[int, ...] = (0,)
     n_demos: int = 5
-    max_new_tokens: int = 16
-    batch_size: int = 16
+    max_new_tokens: int = 32
+    batch_size: int = 32
+    demo_block: int = 1
     stimuli_path: str | None = None
     stimuli: StimulusSet = field(init=False, repr=False)
 
@@ -249,7 +250,7 @@ class AttackConfig:
     def eval_configs(self) -> list[ep.EvalConfig]:
         """EmotionPrompt grids: the sentence-level one, and the word-level one on :data:`WORD_TASKS`."""
         common = dict(modes=self.modes, n_samples=self.n_samples, seeds=self.seeds, n_demos=self.n_demos,
-                      max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+                      max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, demo_block=self.demo_block)
         out = [ep.EvalConfig(tasks=self.tasks, conditions=tuple(self.conditions()),
                              extra_conditions=tuple(self.extra_conditions()), **common)]
         if self.word_level:
@@ -299,15 +300,17 @@ def evaluate(lm, cfg: AttackConfig, base_few_shot_only: bool = True, progress: b
 
 
 def evaluate_models(model_names: Sequence[str], cfg: AttackConfig, base_few_shot_only: bool = True,
-                    dtype: str = "float32", device: str = "cpu", progress: bool = False):
-    """:func:`evaluate` every model in turn (loaded once each); answers and one record per model."""
+                    dtype: str = "auto", device: str = "cpu", progress: bool = False):
+    """:func:`evaluate` every model in turn (loaded once each); answers and one record per model.
+    ``dtype="auto"``: the book's engine (:func:`fmbook.core.lm.load_engine`), as EmotionPrompt."""
     import time
 
-    from fmbook.core.lm import load_causal_lm
+    from fmbook.core.lm import load_causal_lm, load_engine
 
     frames, records = [], []
     for name in model_names:
-        model = load_causal_lm(name, dtype=dtype, device=device, verbose=False)
+        model = (load_engine(name, device=device, verbose=False) if dtype == "auto"
+                 else load_causal_lm(name, dtype=dtype, device=device, verbose=False))
         started = time.perf_counter()
         frames.append(evaluate(model, cfg, base_few_shot_only, progress))
         st = dict(model.stats)
@@ -470,12 +473,13 @@ def evaluate_visual(model_id: str, cfg: ep.EvalConfig, images: dict, dtype: str 
     """Accuracy of a chat vision-language model (``AutoModelForImageTextToText`` by hub id or
     folder) on EmotionPrompt's text prompts, with no image (``none``) and with each stimulus image.
 
-    Greedy decoding, answers checked by EmotionPrompt's task checkers. Runs where the model and the
-    images exist (``full``); the offline assets hold no generative vision-language model."""
+    Greedy decoding; the answer is read out of the reply and checked as in EmotionPrompt
+    (:func:`fmbook.emotion_prompt.score_outputs`). Runs where the model and the images exist
+    (``full``); the offline assets hold no generative vision-language model."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from fmbook.core.lm import DTYPES, clean_answer
+    from fmbook.core.lm import DTYPES
 
     if dtype not in DTYPES:
         raise EmotionAttackError(f"dtype={dtype!r}; allowed: {', '.join(DTYPES)}")
@@ -492,7 +496,7 @@ def evaluate_visual(model_id: str, cfg: ep.EvalConfig, images: dict, dtype: str 
             enc = processor(text=[text], images=[img] if img is not None else None, return_tensors="pt").to(device)
             with torch.inference_mode():
                 out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=False)
-            answer = clean_answer(processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0])
-            rows.append({**{k: r[k] for k in ("mode", "task", "seed", "item", "input", "answer")}, "condition": cond,
-                         "output": answer, "correct": ii.get_task(r.task).check(r._example, answer), "model": model_id})
-    return pd.DataFrame(rows)
+            reply = processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+            rows.append({**{k: r[k] for k in ("mode", "task", "seed", "item", "input", "answer", "_example")},
+                         "condition": cond, "output": reply, "model": model_id})
+    return ep.score_outputs(pd.DataFrame(rows)).drop(columns=["_example"])

@@ -27,7 +27,6 @@ import torch
 
 from fmbook import emotion_prompt as ep
 from fmbook.core.lm import CausalLM, clean_answer
-from fmbook.emotion_prompt import instruction_induction as ii
 
 #: Stands in a prompt where the soft prompt goes; never sent to the model.
 SLOT = "\u27e6SLOT\u27e7"
@@ -345,9 +344,10 @@ def greedy_from_embeddings(lm: CausalLM, rows: Sequence[torch.Tensor], max_new_t
 def evaluate_soft(lm: CausalLM, cfg: ep.EvalConfig, inserts: Sequence[SoftInsert]) -> pd.DataFrame:
     """Accuracy with each insert in the stimulus's place, on EmotionPrompt's items and checkers.
 
-    Rows as :func:`fmbook.emotion_prompt.evaluate` returns them (``condition`` = the insert's name).
-    Greedy, ``cfg.max_new_tokens``; answers are kept in the model's output cache, keyed by the text
-    on both sides of the slot and a hash of the inserted vectors."""
+    Rows as :func:`fmbook.emotion_prompt.evaluate` returns them (``condition`` = the insert's name):
+    greedy free replies of ``cfg.max_new_tokens`` tokens, the answer read out of each and checked
+    (:func:`fmbook.emotion_prompt.score_outputs`). Replies are kept in the model's output cache,
+    keyed by the text on both sides of the slot and a hash of the inserted vectors."""
     from fmbook.core.lm import OutputCache
 
     names = [s.name for s in inserts]
@@ -355,7 +355,7 @@ def evaluate_soft(lm: CausalLM, cfg: ep.EvalConfig, inserts: Sequence[SoftInsert
         raise DecodeError(f"insert names must be unique, got {names}")
     grid = slot_grid(lm, cfg)
     sides = [_row_ids(lm, l, r) for l, r in zip(grid.left, grid.right)]
-    settings = {"max_new_tokens": cfg.max_new_tokens, "stop_at_newline": True}
+    settings = {"max_new_tokens": cfg.max_new_tokens, "stop_at_newline": False}
     frames = []
     for ins in inserts:
         keys = [OutputCache.key(lm.cache_id, "soft-generate", [l, r, ins.key()], settings)
@@ -368,7 +368,8 @@ def evaluate_soft(lm: CausalLM, cfg: ep.EvalConfig, inserts: Sequence[SoftInsert
             left, right = sides[j]
             parts = [embed(lm, left)] + ([mid] if mid is not None else []) + [embed(lm, right)]
             rows.append(torch.cat(parts))
-        new = dict(zip([keys[j] for j in todo], greedy_from_embeddings(lm, rows, cfg.max_new_tokens, cfg.batch_size)))
+        new = dict(zip([keys[j] for j in todo], greedy_from_embeddings(lm, rows, cfg.max_new_tokens, cfg.batch_size,
+                                                                        stop_at_newline=False)))
         if new and lm.cache:
             lm.cache.put_many(new)
         found.update(new)
@@ -377,7 +378,7 @@ def evaluate_soft(lm: CausalLM, cfg: ep.EvalConfig, inserts: Sequence[SoftInsert
         outs = [found[k] for k in keys]
         g = grid.copy()
         g["condition"], g["output"] = ins.name, outs
-        g["correct"] = [ii.get_task(t).check(ex, o) for t, ex, o in zip(g.task, g._example, outs)]
+        g = ep.score_outputs(g)
         g["model"] = lm.name
         frames.append(g)
     return pd.concat(frames, ignore_index=True).drop(columns=["_example", "left", "right"])

@@ -1,4 +1,4 @@
-"""``python -m fmbook``: run notebooks, build the book, show parameters, fetch assets."""
+"""``python -m fmbook``: run notebooks, build the book, show parameters, fetch assets, bench the LM engine."""
 
 from __future__ import annotations
 
@@ -44,7 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true")
 
     sub.add_parser("status", help="print the reproduction status table from the results files")
+
+    bench = sub.add_parser("bench", help="time the book's language-model engine against plain transformers")
+    bench.add_argument("what", choices=["lm"], help="what to benchmark (lm: greedy generation)")
+    bench.add_argument("--model", action="append", help="offline asset name, model folder or hub id "
+                       "(repeatable; default: both offline models)")
+    bench.add_argument("--items", type=int, default=0, help="test items per (mode, task, condition) of the "
+                       "fixed set (0: all 8)")
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--blocks", type=int, default=4, help="interleaved blocks (settings alternate in each)")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads")
+    bench.add_argument("--levers", action="store_true", help="also time each lever apart (float32 engine, "
+                       "bfloat16 generate, CTranslate2 int8)")
+    bench.add_argument("--profile", default="local", help="results/bench/<profile>/ (default: local)")
     return parser
+
+
+def _bench(args) -> int:
+    from fmbook.book.results import provenance
+    from fmbook.core import lm_bench
+
+    for name in args.model or list(lm_bench.DEFAULT_MODELS):
+        record = lm_bench.bench_model(name, items=args.items or None, batch_size=args.batch_size,
+                                      n_blocks=args.blocks, levers=args.levers, threads=args.threads)
+        path = lm_bench.write_result(record, profile=args.profile, provenance=provenance())
+        print(f"{name}: {record['prompts']} prompts ({record['modes']['zero-shot']} zero-shot, "
+              f"{record['modes']['few-shot']} few-shot), threads {record['threads']}")
+        for s in record["settings"]:
+            print(f"  {s['setting']:<34} {s['prompts_per_s']:7.2f} prompts/s  x{s['speedup']:5.2f}  "
+                  f"identical to reference {100 * s['identical_to_reference']:5.1f}%")
+        for label, why in record["notes"].items():
+            print(f"  {label}: not run ({why})")
+        print(f"  engine / reference = {record['ratio']:.2f}x, identical answers "
+              f"{100 * record['identical']:.1f}%  -> {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.names or list(assets.ASSETS):
                 assets.fetch(name, force=args.force)
             return 0
+        if args.command == "bench":
+            return _bench(args)
         if args.command == "status":
             from fmbook.book.status import status_rows
 

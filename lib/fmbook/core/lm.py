@@ -10,12 +10,25 @@ Loading an offline asset (:mod:`fmbook.core.assets`) is done once with transform
 ``cache_dir()/converted/<asset>-<sha>/`` after checking that both give identical greedy outputs,
 and every later call loads that copy (a few seconds). A hub id or a local model folder goes
 straight through ``from_pretrained``; an unknown name is refused with the list of known assets.
+
+Two ways to generate (both greedy, both behind :meth:`CausalLM.generate`):
+
+* the **transformers path** (``prefix_cache=False``): prompts sorted by length, left-padded
+  batches, ``model.generate``. It is the reference, and the model object is the one to use for
+  anything that needs the internals (hidden states, LoRA, soft prompts);
+* the **book's engine** (``prefix_cache=True``, :func:`load_engine`): prompts grouped by their
+  shared token prefix (system message, instruction, stimulus, demonstrations), whose keys and
+  values are computed once per group and reused by every row; rows sorted by length inside a
+  group (little padding); a finished row leaves the batch at once; weights in bfloat16 where the
+  CPU multiplies bfloat16 natively (AVX512-BF16 / AMX) or on a GPU. ``python -m fmbook bench lm``
+  measures it against the reference (:mod:`fmbook.core.lm_bench`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -31,6 +44,7 @@ from fmbook.core.paths import atomic_folder, cache_dir
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZE = (None, "int8-dynamic")
 _CONVERTED_VERSION = 1  # bump when the conversion recipe changes
+log = logging.getLogger(__name__)
 
 
 class LMError(ValueError):
@@ -78,10 +92,10 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
         return target
     folder = assets.require(name)
     start = time.perf_counter()
-    if verbose:
-        print(f"converting '{name}' from GGUF (one time, a few minutes on 2 cores) ...", flush=True)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+    log.info("converting %r from GGUF (one time, a few minutes on 2 cores)", name)
+    with _quiet_hf():
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
     t_load = time.perf_counter() - start
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
@@ -99,8 +113,9 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
     if reference != copy:
         raise RuntimeError(f"converting '{name}': the copy's greedy outputs differ ({reference} vs {copy})")
     with atomic_folder(target, replace=False) as staging:  # another process may finish first
-        fresh.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        with _quiet_hf():
+            fresh.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         import transformers
 
         info = {"asset": name, "gguf_sha256": assets.get(name).sha256["model.gguf"],
@@ -109,9 +124,57 @@ def convert_gguf(name: str, verbose: bool = True) -> Path:
                 "total_seconds": round(time.perf_counter() - start, 1),
                 "probe_greedy_ids": reference, "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / "CONVERSION.json").write_text(json.dumps(info, indent=2))
-    if verbose:
-        print(f"  converted in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+    log.info("converted %r in %.0f s", name, time.perf_counter() - start)
     return target
+
+
+class _quiet_hf:
+    """No tqdm bars from transformers/huggingface_hub (in a notebook they become widgets)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        self._env = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        if self._was:
+            hf_logging.enable_progress_bar()
+        if self._env is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = self._env
+        return False
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16, Linux flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def fast_dtype(device: str = "cpu") -> str:
+    """The engine's weight type: bfloat16 on a GPU or a CPU with native bfloat16, else float32."""
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
+
+
+def load_engine(name_or_hub_id: str, device: str = "cpu", dtype: str | None = None,
+                verbose: bool = True) -> "CausalLM":
+    """The book's generation engine: :func:`load_causal_lm` at :func:`fast_dtype` with the
+    shared-prefix path on (see the module docstring). ``dtype`` overrides the weight type."""
+    lm = load_causal_lm(name_or_hub_id, dtype=dtype or fast_dtype(device), device=device, verbose=verbose)
+    lm.prefix_cache = True
+    return lm
 
 
 def _fingerprint_folder(folder: Path) -> str:
@@ -158,8 +221,9 @@ def load_causal_lm(name_or_hub_id: str, dtype: str = "float32", device: str = "c
     else:
         raise LMError(f"unknown model {name_or_hub_id!r}: not an offline asset, a hub id (org/name) "
                       f"or a model folder; known assets: {', '.join(causal_lm_assets())}")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with _quiet_hf():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     model.eval().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     if quantize == "int8-dynamic":
@@ -168,9 +232,8 @@ def load_causal_lm(name_or_hub_id: str, dtype: str = "float32", device: str = "c
     lm = CausalLM(model=model, tokenizer=tokenizer, name=name_or_hub_id, model_id=model_id,
                   source=source, dtype=dtype, device=device, quantize=quantize,
                   load_seconds=load_seconds, n_params=n_params)
-    if verbose:
-        print(f"loaded {name_or_hub_id} ({lm.n_params / 1e6:.0f}M parameters, {dtype}"
-              f"{', ' + quantize if quantize else ''}) in {load_seconds:.1f} s", flush=True)
+    log.info("loaded %s (%.0fM parameters, %s%s) in %.1f s", name_or_hub_id, lm.n_params / 1e6, dtype,
+             ", " + quantize if quantize else "", load_seconds)
     return lm
 
 
@@ -352,14 +415,12 @@ class CausalLM:
     def generate(self, prompts: Sequence[str | list[dict]], config: DecodeConfig | None = None,
                  batch_size: int = 16, use_cache: bool = True, progress: bool = False,
                  prefix_cache: bool | None = None) -> list[str]:
-        """Greedy answers to ``prompts`` (first line, stripped), batched.
+        """Greedy answers to ``prompts``, batched (see the module docstring for the two paths).
 
-        A row stops at an end-of-sequence token or (``stop_at_newline``) at the end of its first
-        line; outputs are read from and written to the output cache. With ``prefix_cache`` (default:
-        the model's :attr:`prefix_cache`) prompts are sorted so that a batch shares a long common
-        prefix (instruction, stimulus, demonstrations), whose keys and values are computed once and
-        reused by every row (:meth:`_generate_batch_prefix`); otherwise prompts are sorted by length
-        and go through ``model.generate`` with left padding.
+        A row stops at an end-of-sequence token, at ``max_new_tokens`` or (``stop_at_newline``) at
+        the end of its first line; the answer is then the first line, stripped, else the whole
+        text, stripped. Outputs are read from and written to the output cache (per batch, so an
+        interrupted run keeps what it computed). ``progress`` logs progress at INFO level.
         """
         config = config or DecodeConfig()
         if batch_size < 1:
@@ -369,37 +430,39 @@ class CausalLM:
         prefix_cache = self.prefix_cache if prefix_cache is None else prefix_cache
         keys = [OutputCache.key(self.cache_id, "generate", r, settings) for r in rendered]
         found = self.cache.get_many(keys) if (self.cache and use_cache) else {}
-        pending = {k: r for k, r in zip(keys, rendered) if k not in found}.items()
-        if prefix_cache:
-            todo = sorted(pending, key=lambda kr: kr[1])  # shared prefixes end up side by side
-        else:
-            todo = sorted(pending, key=lambda kr: len(self.tokenizer(kr[1])["input_ids"]))
+        todo = list({k: r for k, r in zip(keys, rendered) if k not in found}.items())
         self.stats["cached"] += len(prompts) - len(todo)
         new: dict[str, str] = {}
         start = time.perf_counter()
-        batches = (_prefix_batches([r for _, r in todo], batch_size) if prefix_cache
-                   else [range(i, min(i + batch_size, len(todo))) for i in range(0, len(todo), batch_size)])
+        ids = [self._ids(r) for _, r in todo]
+        batches = plan_batches(ids, batch_size, share_prefix=prefix_cache)
         done_rows = 0
         for rows in batches:
             chunk = [todo[j] for j in rows]
-            done_rows += len(chunk)
-            texts = [r for _, r in chunk]
-            outs = (self._generate_batch_prefix(texts, config) if prefix_cache
-                    else self._generate_batch(texts, config))
+            outs = (self._generate_rows([ids[j] for j in rows], config) if prefix_cache
+                    else self._generate_batch([r for _, r in chunk], config))
             batch_out = {k: o for (k, _), o in zip(chunk, outs)}
             new.update(batch_out)
-            if self.cache and use_cache:  # per batch: an interrupted run keeps what it computed
+            if self.cache and use_cache:
                 self.cache.put_many(batch_out)
+            done_rows += len(chunk)
             if progress:
-                print(f"\r  generated {done_rows}/{len(todo)}", end="", flush=True)
-        if progress and todo:
-            print(flush=True)
+                log.info("%s: generated %d/%d", self.name, done_rows, len(todo))
         self.stats["seconds"] += time.perf_counter() - start
         self.stats["generated"] += len(todo)
         found.update(new)
         return [found[k] for k in keys]
 
+    def _ids(self, text: str) -> list[int]:
+        tok = self.tokenizer
+        add_special = not (tok.bos_token and text.startswith(tok.bos_token))
+        return tok(text, add_special_tokens=add_special)["input_ids"]
+
+    def _finish(self, text: str, config: DecodeConfig) -> str:
+        return clean_answer(text) if config.stop_at_newline else text.strip()
+
     def _generate_batch(self, texts: list[str], config: DecodeConfig) -> list[str]:
+        """The transformers path: one left-padded batch through ``model.generate``."""
         from transformers import StoppingCriteriaList
 
         enc = self._encode(texts).to(self.device)
@@ -410,7 +473,7 @@ class CausalLM:
                                       eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id,
                                       stopping_criteria=stops, top_p=None, top_k=None, temperature=None)
         texts_out = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
-        return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
+        return [self._finish(t, config) for t in texts_out]
 
     def _forward(self, **kwargs):
         if "logits_to_keep" in self._forward_params():
@@ -433,74 +496,82 @@ class CausalLM:
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prefix], device=self.device)
         with torch.inference_mode():
-            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
-                       use_cache=True, logits_to_keep=1) if "logits_to_keep" in self._forward_params() \
-                else self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+            self._forward(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
         self._prefix_memo = (tuple(prefix), cache)
         return cache
 
     def _generate_batch_prefix(self, texts: list[str], config: DecodeConfig) -> list[str]:
-        """Greedy decoding of a batch whose rows share a token prefix, computed once.
+        """The engine on texts (kept for callers of the earlier API)."""
+        return self._generate_rows([self._ids(t) for t in texts], config)
+
+    def _generate_rows(self, rows: list[list[int]], config: DecodeConfig) -> list[str]:
+        """Greedy decoding of a batch of token rows; their common prefix is computed once.
 
         Layout per row: ``prefix | pads | suffix``; pads are masked out and the suffix's position
-        ids continue the prefix's, so each row sees exactly its own unpadded prompt.
+        ids continue the prefix's, so each row sees exactly its own unpadded prompt. A row that
+        ends (end of sequence, end of line with ``stop_at_newline``) leaves the batch: its keys and
+        values are dropped from the cache and the next steps run on the remaining rows only.
         """
         import copy
 
+        from transformers import DynamicCache
+
         tok = self.tokenizer
-        add_special = not any(t.startswith(tok.bos_token or "\0") for t in texts)
-        rows = [tok(t, add_special_tokens=add_special)["input_ids"] for t in texts]
-        p = 0
-        shortest = min(len(r) for r in rows)
-        while p < shortest - 1 and all(r[p] == rows[0][p] for r in rows):
-            p += 1
-        if p < 4:
-            return self._generate_batch(texts, config)
-        prefix = rows[0][:p]
+        p = common_prefix_length(rows)
+        p = min(p, min(len(r) for r in rows) - 1)  # every row keeps at least one suffix token
         batch = len(rows)
-        cache = copy.deepcopy(self._prefix_kv(prefix))
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
+        if p >= 4:
+            prefix_cache = self._prefix_kv(rows[0][:p])
+            cache = copy.deepcopy(prefix_cache)
+            if batch > 1:
+                cache.batch_repeat_interleave(batch)
+        else:
+            p = 0
+            cache = DynamicCache(config=self.model.config)
         suffixes = [r[p:] for r in rows]
         width = max(len(x) for x in suffixes)
         pad = tok.pad_token_id
         ids = torch.full((batch, width), pad, dtype=torch.long)
         mask = torch.zeros((batch, p + width), dtype=torch.long)
         mask[:, :p] = 1
-        pos = torch.full((batch, width), p, dtype=torch.long)
+        pos = torch.full((batch, width), max(p, 0), dtype=torch.long)
         for j, x in enumerate(suffixes):
             ids[j, width - len(x):] = torch.tensor(x)
             mask[j, p + width - len(x):] = 1
             pos[j, width - len(x):] = torch.arange(p, p + len(x))
-        eos = torch.tensor(self._eos or [-1])
-        done = torch.zeros(batch, dtype=torch.bool)
+        eos = set(self._eos)
         generated: list[list[int]] = [[] for _ in range(batch)]
+        alive = list(range(batch))  # original row index of each row still in the batch
         next_pos = pos[:, -1] + 1
         with torch.inference_mode():
             out = self._forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=pos.to(self.device), past_key_values=cache, use_cache=True)
             for step in range(config.max_new_tokens):
-                nxt = out.logits[:, -1, :].argmax(-1).cpu()
-                for j in range(batch):
-                    if not done[j]:
-                        if int(nxt[j]) in eos.tolist():
-                            done[j] = True
-                        else:
-                            generated[j].append(int(nxt[j]))
-                            if config.stop_at_newline:
-                                text = tok.decode(generated[j], skip_special_tokens=True)
-                                if "\n" in text.lstrip():
-                                    done[j] = True
-                if bool(done.all()) or step == config.max_new_tokens - 1:
+                nxt = out.logits[:, -1, :].argmax(-1).cpu().tolist()
+                keep = []
+                for slot, (row, token) in enumerate(zip(alive, nxt)):
+                    if token in eos:
+                        continue
+                    generated[row].append(token)
+                    if config.stop_at_newline and "\n" in tok.decode(generated[row], skip_special_tokens=True).lstrip():
+                        continue
+                    keep.append(slot)
+                if not keep or step == config.max_new_tokens - 1:
                     break
-                feed = torch.where(done, torch.full_like(nxt, pad), nxt)
-                mask = torch.cat([mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
-                out = self._forward(input_ids=feed[:, None].to(self.device), attention_mask=mask.to(self.device),
+                if len(keep) < len(alive):
+                    index = torch.tensor(keep, device=self.device)
+                    for layer in cache.layers:
+                        layer.batch_select_indices(index)
+                    mask, next_pos = mask[keep], next_pos[keep]
+                    alive = [alive[s] for s in keep]
+                    nxt = [nxt[s] for s in keep]
+                mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
+                out = self._forward(input_ids=torch.tensor(nxt)[:, None].to(self.device),
+                                    attention_mask=mask.to(self.device),
                                     position_ids=next_pos[:, None].to(self.device), past_key_values=cache,
                                     use_cache=True)
                 next_pos = next_pos + 1
-        texts_out = [tok.decode(g, skip_special_tokens=True) for g in generated]
-        return [clean_answer(t) if config.stop_at_newline else t.strip() for t in texts_out]
+        return [self._finish(tok.decode(g, skip_special_tokens=True), config) for g in generated]
 
     # -- scoring ----------------------------------------------------------------------------
     def score(self, prompts: Sequence[str | list[dict]], continuations: Sequence[str], chat: bool | None = None,
@@ -570,7 +641,7 @@ class CausalLM:
                           time.process_time() - cpu), answers
 
 
-def _lcp(a: str, b: str) -> int:
+def _lcp(a: Sequence, b: Sequence) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -578,28 +649,57 @@ def _lcp(a: str, b: str) -> int:
     return i
 
 
-def _prefix_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
-    """Split sorted ``texts`` into batches of at most ``batch_size`` that share a long prefix.
+def common_prefix_length(rows: Sequence[Sequence]) -> int:
+    """Length of the prefix shared by every row (tokens or characters)."""
+    if not rows:
+        return 0
+    first = rows[0]
+    return min((_lcp(first, r) for r in rows[1:]), default=len(first))
 
-    A new batch starts when the next text would shrink the batch's common prefix below 70%.
+
+def plan_batches(rows: Sequence[Sequence[int]], batch_size: int, share_prefix: bool = True,
+                 keep: float = 0.85) -> list[list[int]]:
+    """Order and batch token ``rows`` for generation; returns lists of row indices.
+
+    Without ``share_prefix``: sorted by length, cut into batches of ``batch_size`` (least padding).
+    With it: rows sorted by their tokens put rows that share a prefix side by side; a *group*
+    grows while the prefix common to the whole group stays at least ``keep`` times what it was
+    (so a group is e.g. one task x stimulus x demonstration draw); inside a group rows are sorted
+    by length and cut into batches, each of which computes the group's prefix once.
     """
-    batches: list[list[int]] = []
+    if batch_size < 1:
+        raise LMError(f"batch_size must be >= 1, got {batch_size}")
+    if not share_prefix:
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = sorted(range(len(rows)), key=lambda i: list(rows[i]))
+    groups: list[list[int]] = []
     current: list[int] = []
     common = 0
-    for i, text in enumerate(texts):
+    for i in order:
         if current:
-            shared = min(common, _lcp(texts[current[0]], text)) if len(current) > 1 else _lcp(texts[current[0]], text)
-            if len(current) >= batch_size or (len(current) > 1 and shared < 0.7 * common):
-                batches.append(current)
-                current, common = [i], len(text)
+            shared = _lcp(rows[current[-1]], rows[i])
+            shared = shared if len(current) == 1 else min(common, shared)
+            if len(current) > 1 and shared < keep * common:
+                groups.append(current)
+                current, common = [i], len(rows[i])
                 continue
-            common = shared
             current.append(i)
+            common = shared
         else:
-            current, common = [i], len(text)
+            current, common = [i], len(rows[i])
     if current:
-        batches.append(current)
+        groups.append(current)
+    batches = []
+    for group in groups:
+        group = sorted(group, key=lambda i: len(rows[i]))
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
     return batches
+
+
+def _prefix_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Character-level :func:`plan_batches` on sorted texts (kept for earlier callers)."""
+    return plan_batches([list(t) for t in texts], batch_size, keep=0.7)
 
 
 def clean_answer(text: str) -> str:

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from fmbook.emotion_prompt import instruction_induction as ii
+from fmbook.emotion_prompt.extract import answer_span, extract_answer
+from fmbook.emotion_prompt import analysis
 from fmbook.core.lm import CausalLM, DecodeConfig
 
 
@@ -67,11 +69,39 @@ STIMULI: dict[str, Stimulus] = {s.id: s for s in [
              "forward.", (SOCIAL_COGNITIVE,)),
 ]}
 
+#: Placebo sentences, written for this book: neutral statements with no emotion and no instruction,
+#: PBnn with exactly as many words as EPnn. They go through the same grid and the same "+max"
+#: recipe, so that the part of the "+max" gain that choosing the best of eleven sentences produces
+#: by itself can be subtracted.
+PLACEBOS: dict[str, Stimulus] = {s.id: s for s in [
+    Stimulus("PB01", "The old stone bridge crosses the river a few miles north of the village.", ("placebo",)),
+    Stimulus("PB02", "The library opens at nine on weekdays.", ("placebo",)),
+    Stimulus("PB03", "The kettle is blue.", ("placebo",)),
+    Stimulus("PB04", "It rained today.", ("placebo",)),
+    Stimulus("PB05", "The train leaves the station at noon. It stops twice before reaching the coast.",
+             ("placebo",)),
+    Stimulus("PB06", "The museum on the square holds a collection of maps from the eighteenth century. Most "
+             "of them show the coastline and the rivers of the region. The building was a post office "
+             "before it became a museum, and its clock tower keeps time.", ("placebo",)),
+    Stimulus("PB07", "The garden behind the house has three apple trees. A narrow path leads to a shed. The "
+             "fence was painted last spring.", ("placebo",)),
+    Stimulus("PB08", "The bus route runs along the harbour. Each stop has a bench and a timetable.", ("placebo",)),
+    Stimulus("PB09", "The shop sells bread and cheese on Mondays. Its windows face the small park nearby.",
+             ("placebo",)),
+    Stimulus("PB10", "The table in the kitchen is made of oak. It has four legs and a small drawer.",
+             ("placebo",)),
+    Stimulus("PB11", "The river freezes in most winters. Boats are kept in a wooden shed by the shore.",
+             ("placebo",)),
+]}
+
 #: Zero-shot chain of thought (Kojima et al. 2022), the paper's non-emotional baseline phrase.
 COT = "Let's think step by step."
 BASELINE = "none"
 CONDITIONS = (BASELINE, *STIMULI, "CoT")
+ALL_CONDITIONS = (*CONDITIONS, *PLACEBOS)
 MODES = ("zero-shot", "few-shot")
+#: Conditions that ask for more than the answer, and so get the longer answer budget.
+LONG_ANSWER = ("EP01", "EP06")
 
 
 def stimulus_text(condition: str) -> str:
@@ -80,8 +110,10 @@ def stimulus_text(condition: str) -> str:
         return ""
     if condition == "CoT":
         return COT
+    if condition in PLACEBOS:
+        return PLACEBOS[condition].text
     if condition not in STIMULI:
-        raise EmotionPromptError(f"unknown condition {condition!r}; allowed: {', '.join(CONDITIONS)}")
+        raise EmotionPromptError(f"unknown condition {condition!r}; allowed: {', '.join(ALL_CONDITIONS)}")
     return STIMULI[condition].text
 
 
@@ -102,7 +134,10 @@ class PromptTemplate:
     The stimulus is appended after the original prompt, i.e. after the instruction (Sec. 2.1).
     A model without a chat template gets one text (demonstrations inline); a chat model gets the
     instruction and the first input as a user turn and each demonstration as a user/assistant
-    exchange (``system`` first, when set: the same for every condition).
+    exchange (``system`` first, when set: the same for every condition). No system message by
+    default: "reply with the answer only" would contradict EP01 and EP06, which ask for a
+    confidence score and an explanation; the answer is read out of the reply instead
+    (:mod:`fmbook.emotion_prompt.extract`).
     """
 
     instruction: str = "Instruction: {instruction}"
@@ -110,7 +145,7 @@ class PromptTemplate:
     query: str = "Input: {input}\nAnswer:"
     sep: str = "\n\n"
     chat_input: str = "Input: {input}"
-    system: str | None = "Reply with the answer only."
+    system: str | None = None
 
 
 def attach(instruction: str, condition: str) -> str:
@@ -197,9 +232,9 @@ class ExtraCondition:
 
     def __post_init__(self):
         _check_placement(self.placement)
-        if self.name in CONDITIONS:
+        if self.name in ALL_CONDITIONS:
             raise EmotionPromptError(f"extra condition name {self.name!r} clashes with a built-in "
-                                     f"condition ({', '.join(CONDITIONS)})")
+                                     f"condition ({', '.join(ALL_CONDITIONS)})")
 
     def describe(self) -> dict:
         return {"name": self.name, "text": self.text, "placement": self.placement,
@@ -210,8 +245,13 @@ class ExtraCondition:
 class EvalConfig:
     """One evaluation grid: tasks x conditions x modes x seeds x samples, for one model.
 
-    The paper uses 5 demonstrations in few-shot (``n_demos``) and greedy decoding; sample counts
-    are ours (the book's budget). Zero-shot CoT is a zero-shot baseline only (``cot_in_few_shot``).
+    The paper uses 5 randomly sampled demonstrations in few-shot (``n_demos``, Sec. 2.2.1) and
+    lets the model answer as it will: ``max_new_tokens`` is the answer budget, ``long_tokens`` the
+    budget of the stimuli that ask for more (:data:`LONG_ANSWER`: a confidence score, an
+    explanation) and ``cot_tokens`` that of chain of thought (zero-shot, and few-shot unless
+    ``cot_in_few_shot`` is off). Demonstrations are drawn from the task's pool with the seed, one
+    draw per ``demo_block`` consecutive test items (1: a draw per item), the same draw for every
+    condition (paired). Sample counts are ours (the book's budget).
     """
 
     tasks: tuple[str, ...] = tuple(ii.TASKS)
@@ -220,9 +260,12 @@ class EvalConfig:
     n_samples: int = 20
     seeds: tuple[int, ...] = (0,)
     n_demos: int = 5
-    max_new_tokens: int = 16
-    batch_size: int = 16
-    cot_in_few_shot: bool = False
+    max_new_tokens: int = 32
+    batch_size: int = 32
+    cot_in_few_shot: bool = True
+    long_tokens: int = 96
+    cot_tokens: int = 128
+    demo_block: int = 1
     extra_conditions: tuple[ExtraCondition, ...] = ()
 
     def __post_init__(self):
@@ -237,16 +280,25 @@ class EvalConfig:
                 try:
                     stimulus_text(c)
                 except EmotionPromptError:
-                    raise EmotionPromptError(f"unknown condition {c!r}; allowed: {', '.join(CONDITIONS)}"
+                    raise EmotionPromptError(f"unknown condition {c!r}; allowed: {', '.join(ALL_CONDITIONS)}"
                                              + (f", or an extra condition: {', '.join(sorted(extra))}" if extra else "")) from None
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise EmotionPromptError(f"modes: unknown {bad}; allowed: {', '.join(MODES)}")
         if BASELINE not in self.conditions:
             raise EmotionPromptError(f"conditions must include the baseline {BASELINE!r}")
-        for name in ("n_samples", "n_demos", "max_new_tokens", "batch_size"):
+        for name in ("n_samples", "n_demos", "max_new_tokens", "batch_size", "long_tokens", "cot_tokens",
+                     "demo_block"):
             if int(getattr(self, name)) < (0 if name == "n_demos" else 1):
                 raise EmotionPromptError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def budget(self, condition: str) -> int:
+        """The answer budget (new tokens) of ``condition`` (an extra condition: ``max_new_tokens``)."""
+        if condition == "CoT":
+            return self.cot_tokens
+        if condition in LONG_ANSWER:
+            return max(self.long_tokens, self.max_new_tokens)
+        return self.max_new_tokens
 
 
 def config_for(lm: CausalLM, cfg: EvalConfig, base_few_shot_only: bool = True) -> EvalConfig:
@@ -271,23 +323,45 @@ def items_for(task: str, seed: int, n_samples: int, n_demos: int) -> tuple[list[
     return tests, demos
 
 
+def demo_draws(task: str, seed: int, tests: Sequence[ii.Example], n_demos: int,
+               block: int = 1) -> list[list[ii.Example]]:
+    """Demonstrations for each test item: ``n_demos`` drawn without replacement from the task's
+    pool (never a test input), a new draw every ``block`` items, reproducible from ``seed``."""
+    import random
+    import zlib
+
+    if block < 1:
+        raise EmotionPromptError(f"demo_block must be >= 1, got {block}")
+    t = ii.get_task(task)
+    used = {e.input for e in tests}
+    pool = [e for e in t.generate(4 * n_demos + 40, seed=10_000 + seed) if e.input not in used]
+    pool = pool or t.generate(n_demos, seed=10_000 + seed)
+    draws: list[list[ii.Example]] = []
+    for j in range(len(tests)):
+        if j % block == 0:
+            rng = random.Random(zlib.crc32(f"demos:{task}:{seed}:{j // block}".encode()))
+            current = rng.sample(pool, min(n_demos, len(pool)))
+        draws.append(current)
+    return draws
+
+
 def build_grid(cfg: EvalConfig, chat: bool = False,
                template: PromptTemplate = PromptTemplate()) -> pd.DataFrame:
-    """Every prompt of the grid with its task, example, condition, mode, seed and item id.
-
-    ``chat``: prompts as chat messages (:func:`build_messages`) instead of text."""
+    """Every prompt of the grid with its task, example, condition, mode, seed, item id and answer
+    budget. ``chat``: prompts as chat messages (:func:`build_messages`) instead of text."""
     build = build_messages if chat else build_prompt
     extras = {e.name: e for e in cfg.extra_conditions}
     rows = []
     for mode in cfg.modes:
         for task in cfg.tasks:
             for seed in cfg.seeds:
-                tests, demos = items_for(task, seed, cfg.n_samples, cfg.n_demos)
+                tests = ii.get_task(task).generate(cfg.n_samples, seed=seed)
+                draws = demo_draws(task, seed, tests, cfg.n_demos, cfg.demo_block)
                 for j, ex in enumerate(tests):
                     for cond in cfg.conditions:
                         if cond == "CoT" and mode == "few-shot" and not cfg.cot_in_few_shot:
                             continue
-                        shots = demos if mode == "few-shot" else ()
+                        shots = draws[j] if mode == "few-shot" else ()
                         extra = extras.get(cond)
                         if extra is None:
                             item = ex
@@ -298,19 +372,54 @@ def build_grid(cfg: EvalConfig, chat: bool = False,
                                            stimulus_override=extra.text, placement=extra.placement)
                         rows.append({"mode": mode, "task": task, "seed": seed, "item": f"{task}/{seed}/{j}",
                                      "condition": cond, "input": item.input, "answer": item.answer,
+                                     "extract_input": ex.input, "budget": cfg.budget(cond),
                                      "prompt": prompt, "_example": item})
     return pd.DataFrame(rows)
 
 
+def score_outputs(grid: pd.DataFrame) -> pd.DataFrame:
+    """Add ``extracted`` (the answer read out of ``output``, :func:`extract_answer`),
+    ``extraction_failed`` and ``correct`` (an extraction failure counts as wrong)."""
+    inputs = grid["extract_input"] if "extract_input" in grid else grid["input"]  # before an input rewrite
+    extracted = [extract_answer(t, o, x) for t, o, x in zip(grid["task"], grid["output"], inputs)]
+    grid = grid.copy()
+    grid["extracted"] = extracted
+    grid["extraction_failed"] = [e is None for e in extracted]
+    grid["correct"] = [e is not None and ii.get_task(t).check(ex, e)
+                       for t, ex, e in zip(grid["task"], grid["_example"], extracted)]
+    return grid
+
+
 def evaluate(lm: CausalLM, cfg: EvalConfig, progress: bool = False,
              template: PromptTemplate = PromptTemplate()) -> pd.DataFrame:
-    """Greedy answers of ``lm`` on the whole grid (batched and cached) and their correctness."""
+    """Greedy free-form answers of ``lm`` on the whole grid (batched, cached; one call per answer
+    budget), the answer read out of each, and its correctness."""
     grid = build_grid(cfg, chat=lm.has_chat_template, template=template)
-    decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens)
-    grid["output"] = lm.generate(list(grid["prompt"]), decode, batch_size=cfg.batch_size, progress=progress)
-    grid["correct"] = [ii.get_task(t).check(ex, o) for t, ex, o in zip(grid["task"], grid["_example"], grid["output"])]
+    grid["output"] = ""
+    for budget, idx in grid.groupby("budget", sort=True).groups.items():
+        decode = DecodeConfig(max_new_tokens=int(budget), stop_at_newline=False)
+        grid.loc[idx, "output"] = lm.generate(list(grid.loc[idx, "prompt"]), decode, batch_size=cfg.batch_size,
+                                              progress=progress)
+    grid = score_outputs(grid)
     grid["model"] = lm.name
     return grid.drop(columns=["_example"])
+
+
+#: The fixed prompt set of ``python -m fmbook bench lm`` (:mod:`fmbook.core.lm_bench`), built from this
+#: grid: zero- and few-shot, short and long answer budgets, the chapter's demonstration draws.
+BENCH_GRID = dict(tasks=("sum", "antonyms", "larger_animal"), conditions=("none", "EP02", "EP04", "EP01", "CoT"),
+                  n_samples=8, demo_block=4)
+
+
+def bench_prompt_set(template: PromptTemplate = PromptTemplate()) -> list[dict]:
+    """The bench's prompts as JSON-ready dicts (chat messages and the plain-text form)."""
+    cfg = EvalConfig(**BENCH_GRID)
+    chat = build_grid(cfg, chat=True, template=template)
+    text = build_grid(cfg, chat=False, template=template)
+    return [{"id": i, "mode": c["mode"], "task": c["task"], "condition": c["condition"],
+             "item": int(c["item"].rsplit("/", 1)[1]), "messages": c["prompt"], "text": t["prompt"],
+             "max_new_tokens": int(c["budget"]), "stop_at_newline": False}
+            for i, ((_, c), (_, t)) in enumerate(zip(chat.iterrows(), text.iterrows()))]
 
 
 def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_only: bool = True,
@@ -318,14 +427,18 @@ def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_o
                     progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
     """:func:`evaluate` every model in turn (each loaded, evaluated, released).
 
+    ``dtype="auto"`` loads the book's engine (:func:`fmbook.core.lm.load_engine`: bfloat16 where
+    the hardware has it, shared-prefix batching); a named dtype loads the weights in that type.
+
     Returns the concatenated answers and one record per model: its ``info()``, the prompts answered,
     how many were generated now or came from the output cache, and the seconds it took.
     """
-    from fmbook.core.lm import load_causal_lm
+    from fmbook.core.lm import load_causal_lm, load_engine
 
     frames, records = [], []
     for name in model_names:
-        model = load_causal_lm(name, dtype=dtype, device=device)
+        model = (load_engine(name, device=device, verbose=False) if dtype == "auto"
+                 else load_causal_lm(name, dtype=dtype, device=device, verbose=False))
         started = time.perf_counter()
         frames.append(evaluate(model, config_for(model, cfg, base_few_shot_only), progress=progress))
         stats = dict(model.stats)
@@ -373,17 +486,22 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     The paper's way: accuracy is averaged over tasks first, then compared with the original prompt's
     task average: RI = (avg_stimulus - avg_original) / avg_original. Two aggregates of the eleven
     stimuli are added as in the paper's Table 1: ``EP avg`` (mean over stimuli, per task) and
-    ``EP max`` (best stimulus per task, an optimistic oracle choice).
+    ``EP max`` (best stimulus per task, an optimistic oracle choice); ``PB avg``/``PB max`` are the
+    same over the placebo sentences when they were run.
     """
     acc = accuracy_table(results)
     rows = []
     for (model, mode), part in acc.groupby(["model", "mode"], sort=False):
         wide = part.pivot(index="task", columns="condition", values="accuracy")
         eps = [c for c in wide.columns if c in STIMULI]
+        pbs = [c for c in wide.columns if c in PLACEBOS]
         cols = {c: wide[c] for c in wide.columns}
         if eps:
             cols["EP avg"] = wide[eps].mean(axis=1)
             cols["EP max"] = wide[eps].max(axis=1)
+        if pbs:
+            cols["PB avg"] = wide[pbs].mean(axis=1)
+            cols["PB max"] = wide[pbs].max(axis=1)
         base = wide[BASELINE].mean()
         for cond, series in cols.items():
             rows.append({"model": model, "mode": mode, "condition": cond, "tasks": len(series),
