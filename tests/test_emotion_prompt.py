@@ -158,6 +158,32 @@ def test_evaluate_and_attribution_mechanics(tiny_lm):
     assert att.attribution.notna().all()
 
 
+def test_extra_conditions_placement_and_transform():
+    def shout(task, ex):
+        return ii.Example(ex.input.upper(), ex.answer, ex.accepted)
+
+    before = ep.ExtraCondition("X1", "Your friend Bob is sick.", "before")
+    after = ep.ExtraCondition("X2", "A baby is crying sadly.", "after", transform=shout)
+    cfg = ep.EvalConfig(tasks=("antonyms",), conditions=("none", "X1", "X2"), modes=("zero-shot",),
+                        n_samples=2, extra_conditions=(before, after))
+    grid = ep.build_grid(cfg).set_index(["item", "condition"])
+    task = ii.get_task("antonyms")
+    item = grid.index[0][0]
+    assert grid.loc[(item, "X1"), "prompt"].startswith(f"Instruction: Your friend Bob is sick. {task.instruction}\n\n")
+    assert grid.loc[(item, "X2"), "prompt"].startswith(f"Instruction: {task.instruction} A baby is crying sadly.\n\n")
+    assert grid.loc[(item, "X2"), "input"] == grid.loc[(item, "none"), "input"].upper()
+    assert ep.config_dict(cfg)["extra_conditions"][1] == {"name": "X2", "text": "A baby is crying sadly.",
+                                                          "placement": "after", "transform": "shout"}
+    with pytest.raises(ep.EmotionPromptError, match="allowed: after, before"):
+        ep.ExtraCondition("X3", "text", "middle")
+    with pytest.raises(ep.EmotionPromptError, match="clashes"):
+        ep.ExtraCondition("EP02", "text")
+    with pytest.raises(ep.EmotionPromptError, match="or an extra condition: X1"):
+        ep.EvalConfig(conditions=("none", "X9"), extra_conditions=(before,))
+    assert grid.loc[(item, "X2"), "extract_input"] == grid.loc[(item, "none"), "input"]  # read before the rewrite
+    assert grid.loc[(item, "X1"), "budget"] == cfg.max_new_tokens
+
+
 # ---- placebos, demonstrations, extraction ------------------------------------------------------
 
 def test_placebos_match_the_stimuli_in_length_and_are_neutral():

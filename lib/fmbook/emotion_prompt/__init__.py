@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -154,21 +154,36 @@ def attach(instruction: str, condition: str) -> str:
     return f"{instruction} {text}" if text else instruction
 
 
-def _head(task: ii.Task, condition: str, stimulus_override: str | None) -> str:
-    if stimulus_override is not None:
-        return f"{task.instruction} {stimulus_override}".rstrip()
-    return attach(task.instruction, condition)
+#: Where an added sentence goes: ``after`` the instruction (the paper's EmotionPrompt, Sec. 2.1) or
+#: ``before`` it (used by EmotionAttack, :mod:`fmbook.emotion_attack`).
+PLACEMENTS = ("after", "before")
+
+
+def _check_placement(placement: str) -> str:
+    if placement not in PLACEMENTS:
+        raise EmotionPromptError(f"placement={placement!r} is not supported; allowed: {', '.join(PLACEMENTS)}")
+    return placement
+
+
+def _head(task: ii.Task, condition: str, stimulus_override: str | None, placement: str = "after") -> str:
+    if stimulus_override is None and placement == "after":
+        return attach(task.instruction, condition)
+    text = stimulus_text(condition) if stimulus_override is None else stimulus_override
+    if _check_placement(placement) == "before" and text:
+        return f"{text} {task.instruction}"
+    return f"{task.instruction} {text}".rstrip()
 
 
 def build_prompt(task: ii.Task | str, example: ii.Example, condition: str = BASELINE,
                  demos: Sequence[ii.Example] = (), template: PromptTemplate = PromptTemplate(),
-                 stimulus_override: str | None = None) -> str:
+                 stimulus_override: str | None = None, placement: str = "after") -> str:
     """The plain-text prompt for one example: instruction (+ stimulus), demonstrations, the query.
 
-    ``stimulus_override`` replaces the stimulus text (used by the leave-one-word-out analysis).
+    ``stimulus_override`` replaces the stimulus text (used by the leave-one-word-out analysis);
+    ``placement`` puts it ``after`` the instruction (default, the paper's) or ``before`` it.
     """
     task = ii.get_task(task) if isinstance(task, str) else task
-    parts = [template.instruction.format(instruction=_head(task, condition, stimulus_override))]
+    parts = [template.instruction.format(instruction=_head(task, condition, stimulus_override, placement))]
     parts += [template.demo.format(input=d.input, answer=d.answer) for d in demos]
     parts.append(template.query.format(input=example.input))
     return template.sep.join(parts)
@@ -176,10 +191,10 @@ def build_prompt(task: ii.Task | str, example: ii.Example, condition: str = BASE
 
 def build_messages(task: ii.Task | str, example: ii.Example, condition: str = BASELINE,
                    demos: Sequence[ii.Example] = (), template: PromptTemplate = PromptTemplate(),
-                   stimulus_override: str | None = None) -> list[dict]:
+                   stimulus_override: str | None = None, placement: str = "after") -> list[dict]:
     """The same prompt as chat messages (demonstrations as user/assistant turns)."""
     task = ii.get_task(task) if isinstance(task, str) else task
-    head = template.instruction.format(instruction=_head(task, condition, stimulus_override))
+    head = template.instruction.format(instruction=_head(task, condition, stimulus_override, placement))
     inputs = [d.input for d in demos] + [example.input]
     messages = [{"role": "system", "content": template.system}] if template.system else []
     for i, x in enumerate(inputs):
@@ -200,6 +215,31 @@ def prompt_for(lm: CausalLM, task, example, condition: str = BASELINE, demos=(),
 # ------------------------------------------------------------------------------------------
 # Evaluation (Sec. 2.2)
 # ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExtraCondition:
+    """A condition defined outside this module (e.g. an EmotionAttack sentence, arXiv 2312.11111).
+
+    ``text`` is placed ``after`` or ``before`` the instruction (:data:`PLACEMENTS`); ``transform``,
+    when set, rewrites each *test* example as ``transform(task_name, example)`` (a word-level attack);
+    demonstrations are left as they are. Its ``name`` is used like a condition name.
+    """
+
+    name: str
+    text: str = ""
+    placement: str = "after"
+    transform: Callable[[str, ii.Example], ii.Example] | None = None
+
+    def __post_init__(self):
+        _check_placement(self.placement)
+        if self.name in ALL_CONDITIONS:
+            raise EmotionPromptError(f"extra condition name {self.name!r} clashes with a built-in "
+                                     f"condition ({', '.join(ALL_CONDITIONS)})")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "text": self.text, "placement": self.placement,
+                "transform": getattr(self.transform, "__name__", None) if self.transform else None}
+
 
 @dataclass
 class EvalConfig:
@@ -226,14 +266,22 @@ class EvalConfig:
     long_tokens: int = 96
     cot_tokens: int = 128
     demo_block: int = 1
+    extra_conditions: tuple[ExtraCondition, ...] = ()
 
     def __post_init__(self):
         self.tasks, self.conditions = tuple(self.tasks), tuple(self.conditions)
         self.modes, self.seeds = tuple(self.modes), tuple(int(s) for s in self.seeds)
+        self.extra_conditions = tuple(self.extra_conditions)
+        extra = {e.name for e in self.extra_conditions}
         for t in self.tasks:
             ii.get_task(t)
         for c in self.conditions:
-            stimulus_text(c)
+            if c not in extra:
+                try:
+                    stimulus_text(c)
+                except EmotionPromptError:
+                    raise EmotionPromptError(f"unknown condition {c!r}; allowed: {', '.join(ALL_CONDITIONS)}"
+                                             + (f", or an extra condition: {', '.join(sorted(extra))}" if extra else "")) from None
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise EmotionPromptError(f"modes: unknown {bad}; allowed: {', '.join(MODES)}")
@@ -245,7 +293,7 @@ class EvalConfig:
                 raise EmotionPromptError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     def budget(self, condition: str) -> int:
-        """The answer budget (new tokens) of ``condition``."""
+        """The answer budget (new tokens) of ``condition`` (an extra condition: ``max_new_tokens``)."""
         if condition == "CoT":
             return self.cot_tokens
         if condition in LONG_ANSWER:
@@ -302,6 +350,7 @@ def build_grid(cfg: EvalConfig, chat: bool = False,
     """Every prompt of the grid with its task, example, condition, mode, seed, item id and answer
     budget. ``chat``: prompts as chat messages (:func:`build_messages`) instead of text."""
     build = build_messages if chat else build_prompt
+    extras = {e.name: e for e in cfg.extra_conditions}
     rows = []
     for mode in cfg.modes:
         for task in cfg.tasks:
@@ -312,17 +361,27 @@ def build_grid(cfg: EvalConfig, chat: bool = False,
                     for cond in cfg.conditions:
                         if cond == "CoT" and mode == "few-shot" and not cfg.cot_in_few_shot:
                             continue
-                        prompt = build(task, ex, cond, draws[j] if mode == "few-shot" else (), template)
+                        shots = draws[j] if mode == "few-shot" else ()
+                        extra = extras.get(cond)
+                        if extra is None:
+                            item = ex
+                            prompt = build(task, ex, cond, shots, template)
+                        else:
+                            item = extra.transform(task, ex) if extra.transform else ex
+                            prompt = build(task, item, BASELINE, shots, template,
+                                           stimulus_override=extra.text, placement=extra.placement)
                         rows.append({"mode": mode, "task": task, "seed": seed, "item": f"{task}/{seed}/{j}",
-                                     "condition": cond, "input": ex.input, "answer": ex.answer,
-                                     "budget": cfg.budget(cond), "prompt": prompt, "_example": ex})
+                                     "condition": cond, "input": item.input, "answer": item.answer,
+                                     "extract_input": ex.input, "budget": cfg.budget(cond),
+                                     "prompt": prompt, "_example": item})
     return pd.DataFrame(rows)
 
 
 def score_outputs(grid: pd.DataFrame) -> pd.DataFrame:
     """Add ``extracted`` (the answer read out of ``output``, :func:`extract_answer`),
     ``extraction_failed`` and ``correct`` (an extraction failure counts as wrong)."""
-    extracted = [extract_answer(t, o, x) for t, o, x in zip(grid["task"], grid["output"], grid["input"])]
+    inputs = grid["extract_input"] if "extract_input" in grid else grid["input"]  # before an input rewrite
+    extracted = [extract_answer(t, o, x) for t, o, x in zip(grid["task"], grid["output"], inputs)]
     grid = grid.copy()
     grid["extracted"] = extracted
     grid["extraction_failed"] = [e is None for e in extracted]
@@ -575,7 +634,14 @@ def word_attribution(lm: CausalLM, cfg: AttributionConfig) -> pd.DataFrame:
 
 def config_dict(cfg) -> dict:
     """A JSON-friendly dict of a config (for ``run.log``)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    out = {}
+    for k in cfg.__dataclass_fields__:
+        v = getattr(cfg, k)
+        if k == "extra_conditions":
+            out[k] = [e.describe() for e in v]
+        else:
+            out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 # ------------------------------------------------------------------------------------------
