@@ -170,3 +170,126 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(list(y_true), list(y_pred), average="macro", zero_division=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole pipeline, shared by the notebooks (every expensive step is cached)
+# ---------------------------------------------------------------------------------------------
+
+def pick_questions(survey_: Survey, n: int) -> list[int]:
+    """``n`` question ids spread evenly over the 50 (every topic represented when n >= 7)."""
+    ids = survey_.q_ids
+    if not 1 <= n <= len(ids):
+        raise SurveyError(f"n_questions must lie in 1..{len(ids)}, got {n}")
+    return [ids[int(i)] for i in np.linspace(0, len(ids) - 1, n).round().astype(int)]
+
+
+@dataclass
+class Calibration:
+    pairs: pd.DataFrame  # kind, q_id, a, b, similarity
+    threshold: float
+    rule: str
+
+
+def calibrate(encoder, questions: Sequence[survey.Question]) -> Calibration:
+    """Similarities of the calibration pairs (:func:`augment.calibration_pairs`) and the threshold
+    that best separates hand-written paraphrases from sibling questions (Youden's J)."""
+    pairs = augment.calibration_pairs(list(questions))
+    pairs["similarity"] = augment.similarity(encoder, list(pairs["a"]), list(pairs["b"]))
+    t = augment.choose_threshold(pairs[pairs["kind"] == "paraphrase"]["similarity"],
+                                 pairs[pairs["kind"] == "sibling"]["similarity"])
+    return Calibration(pairs, t, "Youden's J: hand-written paraphrases vs sibling questions")
+
+
+def build_augmentation(paraphraser, encoder, wordnet, questions: Sequence[survey.Question], threshold: float,
+                       config: augment.AugmentConfig) -> augment.Augmented:
+    """Both augmentation steps for ``questions`` (paraphrases cached in the model's output cache)."""
+    paraphrases = augment.sample_paraphrases(paraphraser, questions, config)
+    return augment.augment(questions, paraphrases, encoder, wordnet, threshold, config)
+
+
+@dataclass
+class ExperimentConfig:
+    """What the fine-tuning notebook trains and evaluates (fixed before the run)."""
+
+    cultures: tuple[str, ...] = ("English", "Chinese", "Arabic")
+    n_folds: int = 5
+    fold: int = 0
+    held_out_per_question: int = 1
+    max_paraphrase_items: int = 40  # per culture: held-out paraphrases scored (a sample, seeded)
+    label_rule: str = "majority"
+    lora: LoraSettings = LoraSettings()
+    one_steps_per_culture: bool = True  # CultureLLM-One gets max_steps x cultures (same examples per culture)
+    seed: int = 0
+
+
+@dataclass
+class Experiment:
+    fold: evaluate.Fold
+    adapters: dict
+    scores: pd.DataFrame
+    items: pd.DataFrame
+    skipped: list
+    rows: dict
+
+
+def run_experiment(base, survey_: Survey, augmented: augment.Augmented, config: ExperimentConfig,
+                   logger=None, batch_size: int = 8) -> Experiment:
+    """Train every adapter of the design and score every condition on the held-out items.
+
+    Conditions: ``untuned`` (no system prompt), ``prompt_only`` (the paper's system prompt, base
+    weights), ``culturellm`` (one adapter per culture, WVS + steps 1-2), and CultureLLM-One on
+    the three data conditions of the paper's ablation (``one_wvs_only``, ``one_step1_only``,
+    ``one_culturellm``). Same seed, settings and steps for every per-culture model.
+    """
+    import dataclasses
+
+    units = list(config.cultures)
+    q_ids = sorted(augmented.candidates["q_id"].unique().tolist()) or survey_.q_ids
+    folds = evaluate.question_folds(q_ids, config.n_folds, seed=config.seed)
+    if not 0 <= config.fold < len(folds):
+        raise SurveyError(f"fold must lie in 0..{len(folds) - 1}, got {config.fold}")
+    fold = folds[config.fold]
+    samples = augmented.samples((1, 2))
+    train_samples, heldout = evaluate.split_variants(samples[samples["q_id"].isin(fold.train)],
+                                                     config.held_out_per_question, seed=config.seed)
+    test_samples = samples[samples["q_id"].isin(fold.test)]
+    table = labels(survey_, units, config.label_rule, on_missing="skip")
+    items, skipped = test_items(units, fold, heldout, test_samples, survey_)
+    para = items[items["split"] == "paraphrase"]
+    if config.max_paraphrase_items and len(para):
+        para = para.groupby("unit", group_keys=False).apply(
+            lambda g: g.sample(min(len(g), config.max_paraphrase_items), random_state=config.seed))
+    items = pd.concat([para, items[items["split"] == "question"]], ignore_index=True)
+    adapters, rows_by = {}, {}
+    for unit in units:
+        rows, sk = training_rows([unit], fold.train, train_samples, table, survey_, steps=(1, 2))
+        skipped += sk
+        rows_by[f"culturellm:{unit}"] = rows
+        adapters[f"culturellm:{unit}"] = finetune.train_adapter(base, rows, config.lora, name=f"CultureLLM-{unit}",
+                                                                logger=logger)
+    one_settings = config.lora
+    if config.one_steps_per_culture and config.lora.max_steps > 0:
+        one_settings = dataclasses.replace(config.lora, max_steps=config.lora.max_steps * len(units))
+    for cond, steps in DATA_CONDITIONS.items():
+        rows, _ = training_rows(units, fold.train, train_samples, table, survey_, steps=steps)
+        rows_by[f"one_{cond}"] = rows
+        adapters[f"one_{cond}"] = finetune.train_adapter(base, rows, one_settings, name=f"CultureLLM-One ({cond})",
+                                                         logger=logger)
+    majority = table.as_dict()
+    parts = [evaluate.evaluate(base, items, survey_, majority, None, "untuned", batch_size),
+             evaluate.evaluate(base, items, survey_, majority, "culture", "prompt_only", batch_size)]
+    for unit in units:
+        with finetune.tuned(base, adapters[f"culturellm:{unit}"]) as m:
+            parts.append(evaluate.evaluate(m, items[items["unit"] == unit], survey_, majority, "culture",
+                                           "culturellm", batch_size))
+    for cond in DATA_CONDITIONS:
+        with finetune.tuned(base, adapters[f"one_{cond}"]) as m:
+            parts.append(evaluate.evaluate(m, items, survey_, majority, "culture", f"one_{cond}", batch_size))
+    return Experiment(fold, adapters, pd.concat(parts, ignore_index=True), items,
+                      sorted(set(skipped)), rows_by)
+
+
+CONDITION_NAMES = {"untuned": "untuned (no culture named)", "prompt_only": "prompt only (culture in system prompt)",
+                   "culturellm": "CultureLLM (per culture)", "one_wvs_only": "CultureLLM-One, WVS only",
+                   "one_step1_only": "CultureLLM-One, WVS + step 1", "one_culturellm": "CultureLLM-One, WVS + steps 1-2"}

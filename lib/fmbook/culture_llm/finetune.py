@@ -83,8 +83,11 @@ def bnb_config():
 def load_base(name: str, device: str = "cpu", quantize_4bit: bool = False, verbose: bool = False):
     """A :class:`fmbook.core.lm.CausalLM`: offline asset or folder via ``load_causal_lm``; with
     ``quantize_4bit`` (``full``, a CUDA GPU) a hub id is loaded in 4-bit nf4 for QLoRA."""
+    from transformers.utils import logging as hf_logging
+
     from fmbook.core import lm
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in notebooks
     if not quantize_4bit:
         return lm.load_causal_lm(name, device=device, verbose=verbose)
     import torch
@@ -217,10 +220,14 @@ def train_adapter(base, rows: Sequence[TrainRow], settings: LoraSettings = LoraS
                   log_every: int = 1, force: bool = False, logger=None) -> Adapter:
     """Train a LoRA adapter on ``rows`` over the base :class:`~fmbook.core.lm.CausalLM` (or load it
     from the cache). The base model's weights are left as they were (the adapter is unloaded)."""
+    import warnings
+
     import torch
     from peft import LoraConfig, get_peft_model
 
     from fmbook.core.paths import atomic_folder
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     if not rows:
         raise FinetuneError("train_adapter needs at least one training row")
