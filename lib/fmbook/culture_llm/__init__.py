@@ -217,9 +217,11 @@ class ExperimentConfig:
     fold: int = 0
     held_out_per_question: int = 1
     max_paraphrase_items: int = 40  # per culture: held-out paraphrases scored (a sample, seeded)
+    variants_per_test_question: int = -1  # held-out questions: kept variants scored besides the seed (-1: all)
     label_rule: str = "majority"
     lora: LoraSettings = LoraSettings()
-    one_steps_per_culture: bool = True  # CultureLLM-One gets max_steps x cultures (same examples per culture)
+    one_steps_per_culture: bool = False  # True: CultureLLM-One gets max_steps x cultures (as many examples per
+    # culture as a per-culture model); False: the same steps as one per-culture model (same compute)
     seed: int = 0
 
 
@@ -254,12 +256,13 @@ def run_experiment(base, survey_: Survey, augmented: augment.Augmented, config: 
     train_samples, heldout = evaluate.split_variants(samples[samples["q_id"].isin(fold.train)],
                                                      config.held_out_per_question, seed=config.seed)
     test_samples = samples[samples["q_id"].isin(fold.test)]
+    if config.variants_per_test_question >= 0:
+        test_samples = evaluate.sample_per_group(test_samples, "q_id", config.variants_per_test_question, config.seed)
     table = labels(survey_, units, config.label_rule, on_missing="skip")
     items, skipped = test_items(units, fold, heldout, test_samples, survey_)
     para = items[items["split"] == "paraphrase"]
     if config.max_paraphrase_items and len(para):
-        para = para.groupby("unit", group_keys=False).apply(
-            lambda g: g.sample(min(len(g), config.max_paraphrase_items), random_state=config.seed))
+        para = evaluate.sample_per_group(para, "unit", config.max_paraphrase_items, config.seed)
     items = pd.concat([para, items[items["split"] == "question"]], ignore_index=True)
     adapters, rows_by = {}, {}
     for unit in units:

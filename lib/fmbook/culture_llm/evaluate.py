@@ -52,6 +52,12 @@ def question_folds(q_ids: Sequence[int], n_folds: int = 5, seed: int = 0) -> lis
     return [Fold(i, tuple(sorted(set(q_ids) - set(b))), tuple(b)) for i, b in enumerate(blocks)]
 
 
+def sample_per_group(frame: pd.DataFrame, key: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows of each ``key`` group, drawn with ``seed`` (groups in sorted order)."""
+    parts = [g.sample(min(len(g), n), random_state=seed) for _, g in frame.groupby(key, sort=True)]
+    return pd.concat(parts) if parts else frame.iloc[:0]
+
+
 def split_variants(samples: pd.DataFrame, held_out_per_question: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per question, hold out ``held_out_per_question`` augmented variants (drawn with ``seed``)
     for the paraphrase test; the rest may be trained on. Returns (train, held-out)."""

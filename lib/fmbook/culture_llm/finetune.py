@@ -105,6 +105,13 @@ def load_base(name: str, device: str = "cpu", quantize_4bit: bool = False, verbo
                        device="cuda", load_seconds=time.perf_counter() - start, n_params=n)
 
 
+def describe(model) -> dict:
+    """What identifies a loaded model, for ``run.uses_model(name, **describe(model))``."""
+    info = dict(model.info())
+    info["weights"] = info.pop("model_id", None)
+    return info
+
+
 # ---------------------------------------------------------------------------------------------
 # Examples in the chat format
 # ---------------------------------------------------------------------------------------------
