@@ -336,3 +336,10 @@ def test_claims_verdicts_follow_the_intervals():
 def test_downstream_tasks_are_named_and_macro_f1():
     assert {t.hub_id for t in C.DOWNSTREAM} == {"strombergnlp/offenseval_2020", "cardiffnlp/tweet_eval"}
     assert C.macro_f1([0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_sample_per_group_caps_each_group():
+    frame = pd.DataFrame({"q": [1, 1, 1, 2], "t": list("abcd")})
+    out = E.sample_per_group(frame, "q", 2, seed=0)
+    assert sorted(out.groupby("q").size().tolist()) == [1, 2]
+    assert out.equals(E.sample_per_group(frame, "q", 2, seed=0))
