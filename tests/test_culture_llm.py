@@ -329,6 +329,8 @@ def test_claims_verdicts_follow_the_intervals():
     none = C.claims(_scores(0.0, n_q=8))
     assert all(c.verdict == "not resolved" for c in none if c.direction == "increase")
     assert all(c.resolvable and c.resolvable > 0 for c in none)
+    few = C.claims(_scores(0.6, n_q=3))  # three clusters: nothing can be resolved
+    assert all(c.verdict == "not resolved" and c.resolvable is None and "clusters" in c.note for c in few)
     with pytest.raises(S.SurveyError, match="metric"):
         C.claims(_scores(0.0), metric="f1")
 

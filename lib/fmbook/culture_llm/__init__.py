@@ -91,11 +91,13 @@ SPLITS = ("paraphrase", "question")
 
 
 def claims(scores: pd.DataFrame, metric: str = "exact", level: float = 0.95, margin: float = 0.10,
-           seed: int = 0) -> list[Claim]:
+           seed: int = 0, min_clusters: int = 8) -> list[Claim]:
     """Three comparisons x two held-out splits, each a paired cluster bootstrap over (culture,
     question) with the level widened for the six comparisons (Bonferroni). ``margin``: the band of
     "no difference" for CultureLLM-One vs per-culture, fixed before the run (in ``metric`` units).
-    Conditions absent from ``scores`` give no row."""
+    Conditions absent from ``scores`` give no row. With fewer than ``min_clusters`` (culture,
+    question) clusters a bootstrap interval means nothing: the interval is then unbounded and the
+    verdict "not resolved"."""
     if metric not in evaluate.METRICS:
         raise SurveyError(f"metric={metric!r}; allowed: {', '.join(evaluate.METRICS)}")
     have = set(scores["condition"])
@@ -114,6 +116,10 @@ def claims(scores: pd.DataFrame, metric: str = "exact", level: float = 0.95, mar
                 continue
             common = set(both[both["condition"] == treated]["unit"]) & set(both[both["condition"] == baseline]["unit"])
             iv = evaluate.paired_difference(part, treated, baseline, metric, level=per, seed=seed, units=sorted(common))
+            note = ""
+            if iv.n < min_clusters:
+                iv = stats.Interval(iv.estimate, -np.inf, np.inf, iv.level, iv.method, iv.n)
+                note = f"only {iv.n} clusters (< {min_clusters}): interval left unbounded"
             out.append(Claim(
                 claim=f"{text} — held-out {'paraphrases' if split == 'paraphrase' else 'questions'}",
                 estimate=scale * iv.estimate, low=scale * iv.low, high=scale * iv.high,
@@ -121,7 +127,8 @@ def claims(scores: pd.DataFrame, metric: str = "exact", level: float = 0.95, mar
                            f"clusters, {per:.1%} level (Bonferroni over {k})",
                 paper="qualitative", paper_source="Section 4 (ablation; Figure 1)" if direction != "equivalent"
                 else "Section 4", unit=unit, direction=direction, margin=scale * margin if direction == "equivalent" else 0.0,
-                level=per, n=iv.n, resolvable=scale * iv.half_width))
+                level=per, n=iv.n, resolvable=scale * iv.half_width if np.isfinite(iv.half_width) else None,
+                note=note))
     return out
 
 
