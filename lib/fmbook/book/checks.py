@@ -131,6 +131,8 @@ def registry_problems(root: Path, chapters=CHAPTERS) -> list[str]:
     for c in chapters:
         if not (root / f"{c.landing_page}.md").is_file():
             problems.append(f"{c.id}: no landing page {c.landing_page}.md")
+        elif f"_times/{c.id}.md" not in (root / f"{c.landing_page}.md").read_text(encoding="utf-8"):
+            problems.append(f"{c.id}: landing page does not include _times/{c.id}.md (each notebook's time)")
         if c.landing_page not in toc:
             problems.append(f"{c.id}: landing page {c.landing_page} is not in _toc.yml")
         folder = root / c.notebooks_folder

@@ -125,6 +125,11 @@ _LANDING = '''# {title}
 This chapter reproduces {{cite}}`{name}`. Its notebooks:
 
 1. *A first look* — the shape every notebook has.
+
+## Time to run
+
+```{{include}} _times/{name}.md
+```
 '''
 
 
