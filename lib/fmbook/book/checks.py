@@ -24,7 +24,8 @@ from fmbook.book.registry import CHAPTERS
 
 REFERENCE_WORDS = (r"(?:Table|Tables|Figure|Figures|Fig\.|Section|Sections|Sec\.|Eq\.|Eqs\.|Equation|equation|"
                    r"Appendix|Algorithm|step|Step|Lesson|lesson|notebook|Notebook|notebooks|chapter|Chapter|part|"
-                   r"Part|page|arXiv|wave|Wave|version|v|token|layer|index|column|row|rank|seed|position)")
+                   r"Part|page|arXiv|wave|Wave|version|v|token|layer|index|column|row|rank|seed|position|"
+                   r"Gemma|Llama|Vicuna|GPT|Python|WordNet|Flower|PyTorch)")  # the last: names with a number
 # a confidence level is a constant of the method, true at every profile
 _LEVEL_AFTER = re.compile(r"^\s*%?\s*(?:-|\s)?(?:t-)?(?:confidence|interval|intervals|CI|credible)\b")
 _SKIP_INLINE = [
