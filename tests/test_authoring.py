@@ -94,6 +94,16 @@ def test_numeral_check_catches_a_typed_result_and_allows_the_rest(tmp_path):
     assert all(":6:" in p for p in problems), problems
 
 
+def test_numeral_check_reads_the_prose_after_an_exercise_closes(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("---\nfmbook: {budget_s: {smoke: 30}}\n---\n"
+                    "```{exercise} Predict\n:label: x-1\n\nWhat if lr were 0.5?\n```\n\n"
+                    "````{solution} x-1\n:class: dropdown\n\nCode:\n\n```python\ny = 7\n```\n\nIt gave 91.2%.\n````\n\n"
+                    "After the exercises: 300 images.\n")
+    found = [p.split(": numeral ")[1].split(" ")[0] for p in checks.numeral_problems([page])]
+    assert found == ["'0.5'", "'91.2%'", "'300'"]
+
+
 # --- the registry ---------------------------------------------------------------------------------
 def test_every_registered_chapter_is_complete_and_every_folder_registered():
     problems = checks.registry_problems(ROOT)

@@ -49,6 +49,7 @@ def _prose_lines(path: Path) -> list[tuple[int, str]]:
     lines = path.read_text(encoding="utf-8").splitlines()
     in_front = bool(lines) and lines[0].strip() == "---"
     fence: str | None = None
+    prose_open: list[str] = []  # fences of the prose-bearing directives now open (exercise, solution...)
     math_block = False
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
@@ -63,10 +64,15 @@ def _prose_lines(path: Path) -> list[tuple[int, str]]:
         m = re.match(r"^(`{3,}|~{3,}|:{3,})(.*)$", stripped)
         if m:
             kind = m.group(2).strip()
+            if not kind and prose_open and m.group(1) == prose_open[-1]:
+                prose_open.pop()  # the closing fence of a prose directive opens nothing
+                continue
             # prose-bearing directives (notes, exercises, solutions...) keep their body checked
             prose = re.match(r"^\{(note|tip|warning|important|admonition|exercise|solution|margin|"
                              r"dropdown|seealso|caution|attention|hint)\}", kind)
-            if not prose:
+            if prose:
+                prose_open.append(m.group(1))
+            else:
                 fence = m.group(1)
             continue
         if stripped == "$$":
