@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,8 @@ def mini_book(tmp_path, monkeypatch):
         "format: jb-book\nroot: book/intro\nchapters:\n"
         "  - file: notebooks/demo/01_first\n  - file: notebooks/demo/02_second\n")
     (tmp_path / "book").mkdir()
-    (tmp_path / "_config.yml").write_text("title: mini\n")
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    (tmp_path / "_config.yml").write_text(f"title: mini\nrepository: {{url: {url}}}\n")
     folder = tmp_path / "notebooks/demo"
     folder.mkdir(parents=True)
     params = ('profile = "auto"  # smoke | local | full\nseed = 0  # random seed\n'

@@ -89,18 +89,22 @@ def test_progress_lines_say_done_total_rate_and_time_left(caplog):
 
 def test_runner_keeps_warnings_and_progress_out_of_the_notebook(mini_book):
     """Warnings, log records and progress go to the runner's console; figures get alt text and fonts."""
-    from fmbook.book import runner
-    from fmbook.book.authoring import code, md, write_notebook
+    from conftest import text_notebook
 
-    body = [md("# Noisy"),
-            code("import sys, warnings, logging\nwarnings.warn('a library warning')\n"
-                 "print('to stderr', file=sys.stderr)\nlogging.getLogger('somelib').warning('library log')\n"
-                 "from fmbook.core.progress import progress\nfor _ in progress(range(3), desc='work', every_s=0):\n    pass"),
-            code("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
-                 "ax.set_title('A line')\nrun.stamp(fig)\nplt.show()"),
-            code("print('visible output')\nrun.finish()")]
-    write_notebook(mini_book / "notebooks/demo/02_second.ipynb", "demo", "02_second",
-                   'profile = "auto"  # profile\nseed = 0  # seed\nn = 5  # size\n', body)
+    from fmbook.book import runner
+    from fmbook.book.nb import bootstrap_cell
+    from fmbook.book.pairs import sync
+
+    body = ["import sys, warnings, logging\nwarnings.warn('a library warning')\n"
+            "print('to stderr', file=sys.stderr)\nlogging.getLogger('somelib').warning('library log')\n"
+            "from fmbook.core.progress import progress\nfor _ in progress(range(3), desc='work', every_s=0):\n    pass",
+            "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
+            "ax.set_title('A line')\nrun.stamp(fig)\nplt.show()",
+            "print('visible output')\nrun.finish()"]
+    (mini_book / "notebooks/demo/02_second.md").write_text(text_notebook(
+        "Noisy", 'profile = "auto"  # profile\nseed = 0  # seed\nn = 5  # size\n',
+        bootstrap_cell("demo", "02_second"), body))
+    sync(mini_book / "notebooks")
     lines: list[str] = []
     outcomes = runner.run(["demo/02_second"], profile="smoke", echo=lines.append)
     assert [o.status for o in outcomes] == ["ran"], [o.message for o in outcomes]
