@@ -153,4 +153,5 @@ def test_sphinx_extension_dedupes_scripts_and_fixes_theme_markup(tmp_path):
     text = page.read_text()
     assert '<summary aria-label="Show or hide the pages of NMTune &amp; co">' in text
     assert 'role="listitem"' in text and "doc-biblioentry" not in text
-    assert sphinx_ext.copy_widget_fonts(tmp_path) == [page.parent / "@jupyter-widgets/html-manager/dist/abc.woff2"]
+    assert sphinx_ext.copy_widget_fonts(tmp_path) == [page.parent / "@jupyter-widgets/html-manager/dist/abc.woff2",
+                                                      page.parent / "@jupyter-widgets/abc.woff2"]

@@ -65,11 +65,12 @@ def copy_widget_fonts(out: Path) -> list[Path]:
     written = []
     for folder in sorted({p.parent for p in out.rglob("*.html")
                           if "_static" not in p.relative_to(out).parts and WIDGET_STATE in p.read_text(errors="ignore")}):
-        target = folder / "@jupyter-widgets" / "html-manager" / "dist"
-        target.mkdir(parents=True, exist_ok=True)
-        for font in fonts:
-            shutil.copy2(font, target / font.name)
-            written.append(target / font.name)
+        # the style sheet resolves its font URLs against either folder, depending on load order
+        for target in (folder / "@jupyter-widgets" / "html-manager" / "dist", folder / "@jupyter-widgets"):
+            target.mkdir(parents=True, exist_ok=True)
+            for font in fonts:
+                shutil.copy2(font, target / font.name)
+                written.append(target / font.name)
     return written
 
 
