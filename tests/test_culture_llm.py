@@ -2,7 +2,6 @@
 without answers, the chat format, the similarity filter and its threshold, leave-questions-out folds,
 option distributions and LoRA adapters on a tiny random Qwen2 (the `full` code path), claims."""
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -155,3 +155,22 @@ def test_sphinx_extension_dedupes_scripts_and_fixes_theme_markup(tmp_path):
     assert 'role="listitem"' in text and "doc-biblioentry" not in text
     assert sphinx_ext.copy_widget_fonts(tmp_path) == [page.parent / "@jupyter-widgets/html-manager/dist/abc.woff2",
                                                       page.parent / "@jupyter-widgets/abc.woff2"]
+
+
+def test_figures_too_small_for_the_text_column_get_readable_text():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3), dpi=100)
+    ax.set_title("wide")
+    ax.annotate("tiny", (0.5, 0.5), fontsize=6)
+    assert plotting.ensure_readable(fig) >= 1
+    shown_px = plotting.figure_info(fig)["min_font_pt"] * 100 / 72 * plotting.TEXT_COLUMN_PX / 1000
+    assert shown_px >= plotting.MIN_SHOWN_PX
+    narrow, ax2 = plt.subplots(figsize=(5, 3), dpi=100)
+    ax2.annotate("small", (0.5, 0.5), fontsize=7)
+    plotting.ensure_readable(narrow)
+    assert plotting.figure_info(narrow)["min_font_pt"] >= plotting.MIN_FONT_PT
+    plt.close("all")

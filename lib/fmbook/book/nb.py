@@ -3,7 +3,7 @@
 >>> run = nb.start(globals(), chapter="nmtune", notebook="01_noisy_pretraining")
 >>> run.uses_model("fmbook/small-cnn"); run.uses_data("fashion-mnist")
 >>> run.log(accuracy=0.91); run.glue("acc", 0.91); run.stamp(fig)
->>> run.headline("ID accuracy gain at 5% noise", ours=0.4, paper=0.5, unit="points")
+>>> run.claims(nmtune.claims(...))   # paper-vs-ours rows, each decided by its interval
 >>> run.finish()
 
 When the runner executes a notebook it injects the resolved parameters (``fmbook_runner=True``).
@@ -96,7 +96,6 @@ class Run:
     models: list[dict[str, Any]] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    headlines: list[dict[str, Any]] = field(default_factory=list)
     claim_rows: list[dict[str, Any]] = field(default_factory=list)
     related: dict[str, Any] | None = None
     finished: bool = False
@@ -138,12 +137,6 @@ class Run:
         _glue(name, value, display=display)
         return value
 
-    def headline(self, claim: str, ours: Any, paper: Any = None, unit: str = "", note: str = "",
-                 holds: bool | None = None) -> None:
-        """A row of the Reproduction status page: the paper's number beside ours."""
-        self.headlines.append(to_jsonable({"claim": claim, "paper": paper, "ours": ours, "unit": unit,
-                                           "holds": holds, "note": note}))
-
     def claims(self, rows: Sequence[Claim], show: bool = True) -> None:
         """Paper-vs-ours rows from the chapter's ``claims(...)``: stored in the results file (the
         status page reads them) and shown as a table with the interval and the three-way verdict."""
@@ -177,7 +170,7 @@ class Run:
             "chapter": self.chapter, "notebook": self.notebook, "profile": self.profile,
             "parameters": self.params, "parameter_sources": self.sources,
             "models": self.models, "data": self.data, "device": self.device,
-            "metrics": self.metrics, "headlines": self.headlines, "claims": self.claim_rows,
+            "metrics": self.metrics, "claims": self.claim_rows,
             **({"related_work": self.related} if self.related else {}),
             "started_at": self.started_at, "duration_s": round(time.perf_counter() - self._t0, 2),
             "provenance": provenance(),

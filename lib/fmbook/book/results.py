@@ -1,6 +1,6 @@
 """The results store: one JSON file per executed notebook, with its provenance, written atomically.
 
-``results/<chapter>/<profile>/<notebook>.json`` holds the metrics a notebook logged, its headline
+``results/<chapter>/<profile>/<notebook>.json`` holds the metrics a notebook logged, its claim
 rows (paper vs ours), the resolved parameters, the models and data it used, package versions,
 hardware, git commit, start time and duration. ``smoke``/``local`` results are build products;
 ``full`` results come from GPU runs and are committed.

@@ -61,7 +61,7 @@ def _records(root: Path | None, profiles: tuple[str, ...] | None) -> list[dict[s
 
 
 def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """One row per headline of every results file (of the given profiles)."""
+    """One row per claim of every results file (of the given profiles)."""
     rows = []
     order = {p: i for i, p in enumerate(profiles or ())}
     for record in sorted(_records(root, profiles), key=lambda r: order.get(r.get("profile"), 99)):
@@ -72,15 +72,6 @@ def status_rows(root: Path | None = None, profiles: tuple[str, ...] | None = Non
                 "holds here": c["verdict"], "profile": record["profile"], "hardware": _hardware(record),
                 "date": (record.get("started_at") or "")[:10],
                 "note": "; ".join(x for x in (c.get("comparison", ""), _resolvable_text(c), c.get("note", "")) if x),
-            })
-        for h in record.get("headlines", []):
-            unit = h.get("unit") or ""
-            holds = {True: "yes", False: "no", None: "see notes"}[h.get("holds")]
-            rows.append({
-                "chapter": record["chapter"], "notebook": record["notebook"], "claim": h["claim"],
-                "paper": _with_unit(h.get("paper"), unit), "ours": _with_unit(h.get("ours"), unit),
-                "holds here": holds, "profile": record["profile"], "hardware": _hardware(record),
-                "date": (record.get("started_at") or "")[:10], "note": h.get("note", ""),
             })
     return rows
 
@@ -211,9 +202,6 @@ def chapter_status(chapter_id: str, records: list[dict[str, Any]]) -> str:
                       if p in ("smoke", "local", "full") else 9)
     where = " and ".join(f"`{p}`" for p in profiles)
     claims = [c for r in mine for c in r.get("claims", [])]
-    headlines = [h for r in mine for h in r.get("headlines", [])]
-    if not claims and headlines:
-        return f"{len(headlines)} headline number{'s' if len(headlines) != 1 else ''} measured at {where} (no interval yet)"
     if not claims:
         return f"notebooks run at {where}; no claim measured yet"
     counts = {v: sum(c.get("verdict") == v for c in claims) for v in ("holds", "contradicted", "not resolved")}

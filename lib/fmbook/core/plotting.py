@@ -21,6 +21,8 @@ MIN_FONT_PT = 9.0  # no text in a figure smaller than this
 STAMP_FONT_PT = 10.0  # the provenance line (a 10 in figure keeps it >= 9 px in the 688 px text column)
 MAX_WIDTH_IN = 10.0  # wider figures are scaled down by the page until their text is too small
 STAMP_GID = "fmbook-stamp"
+TEXT_COLUMN_PX = 688  # the book's text column at a 1280 px window: wider images are scaled down to it
+MIN_SHOWN_PX = 9.0  # the smallest text a reader should see, in CSS pixels, after that scaling
 METADATA_KEY = "fmbook"
 
 RC = {
@@ -112,6 +114,20 @@ def alt_text(fig) -> str:
     return "Figure (no title): " + ("; ".join(labels) if labels else "no axis labels")
 
 
+def ensure_readable(fig, slack: float = 0.9) -> int:
+    """Enlarge any text that would show smaller than :data:`MIN_SHOWN_PX` once the page scales the
+    figure to its text column (``slack`` allows for a tight bounding box wider than the figure).
+    Returns how many texts were enlarged. Called for every figure shown inline."""
+    scale = min(1.0, TEXT_COLUMN_PX / (float(fig.get_figwidth()) * float(fig.dpi))) * slack
+    need_pt = max(MIN_FONT_PT, MIN_SHOWN_PX / (float(fig.dpi) / 72.0 * scale))
+    changed = 0
+    for text in _texts(fig):
+        if text.get_fontsize() < need_pt:
+            text.set_fontsize(need_pt)
+            changed += 1
+    return changed
+
+
 def figure_info(fig) -> dict[str, Any]:
     """Title, alt text, smallest font (points; the provenance line included), width and dpi."""
     texts = _texts(fig)
@@ -144,6 +160,7 @@ def install_figure_metadata() -> bool:
     def with_info(fig):
         metadata = dict(original(fig) or {})
         try:
+            ensure_readable(fig)  # before the image is rendered: what the reader sees is readable
             metadata[METADATA_KEY] = figure_info(fig)
         except Exception:  # noqa: BLE001 - never lose a figure for its metadata
             pass

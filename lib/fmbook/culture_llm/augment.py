@@ -20,14 +20,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from fmbook.culture_llm.survey import Question, SurveyError
+from fmbook.culture_llm.survey import Question
 
 PARAPHRASE_PROMPT = ("Rewrite the following sentence with a different sentence structure but exactly the "
                      "same meaning. Reply with the rewritten sentence only.\nSentence: {text}")

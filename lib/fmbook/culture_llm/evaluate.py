@@ -13,8 +13,6 @@ culture's answer to (a) held-out *paraphrases* of training questions and (b) hel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import dataclass
 from typing import Sequence

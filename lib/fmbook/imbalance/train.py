@@ -22,7 +22,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from fmbook.core import vision
 from fmbook.core.paths import atomic_folder, cache_dir
