@@ -140,7 +140,8 @@ def test_new_chapter_scaffold_builds_and_passes_at_smoke(tmp_path):
     """A copy of the library and the book's registry files, a new chapter, run at smoke."""
     for name in ("lib", "book", "tests"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "vendor", "_chapters"))
-    shutil.copy2(ROOT / "_toc.yml", tmp_path / "_toc.yml")
+    for name in ("_toc.yml", "_config.yml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.md", "*.ipynb"))
     for folder in (tmp_path / "notebooks").iterdir():  # keep the registry check about the new chapter only
         shutil.rmtree(folder)
