@@ -114,7 +114,23 @@ def build_finished(app, exception) -> None:
     fix_written_pages(out)
 
 
+def share_html_handlers(app) -> None:
+    """Give the single-page builder (``make pdf``) every HTML node handler.
+
+    Sphinx looks a node's handlers up by builder name and falls back to the format ("html") only when
+    no extension registered any handler under the name: sphinx-exercise registers some for
+    "singlehtml", which hid myst-nb's (its hidden-input cells) from the single-page build.
+    """
+    registry = app.registry.translation_handlers
+    single = registry.get("singlehtml")
+    if single is None:
+        return
+    for node, handlers in registry.get("html", {}).items():
+        single.setdefault(node, handlers)
+
+
 def setup(app):
+    app.connect("builder-inited", share_html_handlers)
     # early: html-page-context stops at the first handler that returns a template name
     app.connect("html-page-context", dedupe_scripts, priority=100)
     app.connect("build-finished", build_finished)
