@@ -158,9 +158,11 @@ JS_FIGURES = r"""(minPx) => {
     const cls = Array.from(img.classList).find(c => c.startsWith('fmbook-minfont-'));
     if (!cls) { out.push(`${label}: no font metadata (not shown through the book's figure hook)`); return; }
     const natural = +cls.split('-').pop() / 10;
-    const px = natural * img.clientWidth / img.naturalWidth;
-    figures.push({alt: img.alt, px: Math.round(px * 10) / 10, width: img.clientWidth, natural: img.naturalWidth});
-    if (px < minPx) out.push(`${label}: smallest text ${px.toFixed(1)} px as shown (${natural} px at ${img.naturalWidth} px, shown at ${img.clientWidth} px)`);
+    // an image in an inactive tab has no width until its tab is opened: judge it at the width it will have
+    const shown = img.clientWidth || Math.min(+img.getAttribute('width') || img.naturalWidth, img.naturalWidth);
+    const px = natural * shown / img.naturalWidth;
+    figures.push({alt: img.alt, px: Math.round(px * 10) / 10, width: shown, natural: img.naturalWidth});
+    if (px < minPx) out.push(`${label}: smallest text ${px.toFixed(1)} px as shown (${natural} px at ${img.naturalWidth} px, shown at ${shown} px)`);
   });
   return {out, figures};
 }"""
