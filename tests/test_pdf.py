@@ -14,8 +14,9 @@ from fmbook.core.paths import repo_root
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
 
-ERROR_MARKERS = re.compile(r"Traceback \(most recent call last\)|\b(?:Name|Type|Value|Key|Attribute|Import)Error\b|"
-                           r"Unknown directive|WARNING: ")
+# an error output (a traceback, or its last line "ValueError: ..."), not code that names an exception
+ERROR_MARKERS = re.compile(r"Traceback \(most recent call last\)|^\s*\w+(?:Error|Exception): |"
+                           r"Unknown directive|WARNING: ", re.M)
 
 
 def _landing_title(chapter) -> str:
