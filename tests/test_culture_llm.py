@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import save_tiny_qwen2
+
 from fmbook import culture_llm as C
 from fmbook.core import assets, lm
 from fmbook.culture_llm import augment as A
@@ -213,31 +215,12 @@ def test_test_items_hold_out_questions_and_skip_unasked(sv):
 
 # -- models (tiny random Qwen2 saved locally: the `full` code path) ----------------------------------------
 
-CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<assistant>{% endif %}")
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     folder = tmp_path_factory.mktemp("tiny-qwen2-culture")
     corpus = ["Give me the answer from 1 to 4: Do you agree with men? 1. Strongly agree 2. Agree",
               "You are a German chatbot that knows German very well.", "0 1 2 3 4 5 6 7 8 9 10"] * 20
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>", "<pad>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
-    tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    save_tiny_qwen2(folder, corpus, vocab_size=300)
     return folder
 
 

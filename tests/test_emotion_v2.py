@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import save_tiny_qwen2
+
 from fmbook import emotion_attack as ea
 from fmbook import emotion_decode as ed
 from fmbook import emotion_prompt as ep
@@ -15,34 +17,14 @@ from fmbook import emotion_v2
 from fmbook.core import lm
 from fmbook.emotion_prompt import instruction_induction as ii
 
-CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<assistant>{% endif %}")
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A randomly initialised tiny Qwen2 model and a small byte-level BPE tokenizer, saved."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     folder = tmp_path_factory.mktemp("tiny-qwen2-v2")
     corpus = ["Instruction: Sum the two given numbers. Your friend Bob is sick.", "Input: 12 30\nAnswer: 42",
               "A baby is crying sadly. This is very important to my career. Are you sure?",
               "Write the larger of the two given animals. cat, horse"] * 20
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=360, special_tokens=["<unk>", "<eos>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
-    tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    save_tiny_qwen2(folder, corpus, vocab_size=360, num_hidden_layers=3, max_position_embeddings=1024, tie_word_embeddings=False)
     return folder
 
 
