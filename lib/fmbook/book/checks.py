@@ -178,3 +178,58 @@ def metadata_problems(chapters_root: Path) -> list[str]:
         if not isinstance(budget, dict) or not {"smoke", "local"} <= set(budget):
             problems.append(f"{name}: fmbook.budget_s needs seconds for smoke and local, got {budget!r}")
     return problems
+
+
+# --- teaching: exercises at the end of every notebook, goals and prerequisites on every landing page
+EXERCISE_KINDS = ("predict", "extend", "argue")
+_EXERCISE = re.compile(r"^`{3,}\{exercise\}[^\n]*\n:label:\s*(\S+)", re.M)
+_SOLUTION = re.compile(r"^`{3,}\{solution(?:-start)?\}\s*(\S+)", re.M)
+
+
+def exercise_problems(chapters_root: Path, chapters=CHAPTERS) -> list[str]:
+    """Every notebook ends with three or four exercises labelled ``<chapter>-<NN>-<kind>``, one of
+    each kind in :data:`EXERCISE_KINDS` (predict before running, extend the library with a test, argue
+    with the paper), each with a solution, all before the last cell ``run.finish()``."""
+    problems = []
+    for chapter in chapters:
+        for path in sorted((chapters_root / chapter.id).glob("[0-9][0-9]_*.md")):
+            text = path.read_text()
+            where = f"{chapter.id}/{path.name}"
+            labels = _EXERCISE.findall(text)
+            solved = set(_SOLUTION.findall(text))
+            if not 3 <= len(labels) <= 4:
+                problems.append(f"{where}: {len(labels)} exercises (want 3 or 4)")
+            prefix = f"{chapter.id}-{path.name[:2]}-"
+            for label in labels:
+                if not label.startswith(prefix):
+                    problems.append(f"{where}: exercise label {label!r} does not start with {prefix!r}")
+                if label not in solved:
+                    problems.append(f"{where}: exercise {label!r} has no solution")
+            for kind in EXERCISE_KINDS:
+                if prefix + kind not in labels:
+                    problems.append(f"{where}: no {kind!r} exercise (label {prefix + kind})")
+            if labels:
+                last_cell = text.rsplit("```{code-cell}", 1)[-1]
+                if "run.finish()" not in last_cell or text.find(f":label: {labels[-1]}") > text.rfind("```{code-cell}"):
+                    problems.append(f"{where}: the exercises must come before the last cell, run.finish()")
+    return problems
+
+
+LANDING_SECTIONS = ("## Learning goals", "## Prerequisites", "## Time to run")
+
+
+def landing_problems(book_root: Path, chapters=CHAPTERS) -> list[str]:
+    """Every chapter's landing page has its learning goals and prerequisites before the notebooks,
+    and the generated times of every notebook."""
+    problems = []
+    for chapter in chapters:
+        path = book_root / "chapters" / f"{chapter.id}.md"
+        if not path.is_file():
+            continue  # registry_problems reports it
+        lines = path.read_text().splitlines()
+        for heading in LANDING_SECTIONS:
+            if heading not in lines:
+                problems.append(f"{path.name}: no section {heading!r}")
+        if all(h in lines for h in LANDING_SECTIONS[:2]) and lines.index(LANDING_SECTIONS[0]) > lines.index(LANDING_SECTIONS[1]):
+            problems.append(f"{path.name}: learning goals must come before prerequisites")
+    return problems
