@@ -92,19 +92,12 @@ def test_output_cache_hit(tiny, monkeypatch):
         raise AssertionError("the model was called although every output is cached")
 
     monkeypatch.setattr(tiny, "_generate_batch", boom)
-    monkeypatch.setattr(tiny, "_generate_batch_prefix", boom)
     monkeypatch.setattr(tiny, "_generate_rows", boom)
     assert tiny.generate(PROMPTS, config, batch_size=2) == first
     assert tiny.stats["cached"] == 4
     # other decoding settings are another key
     with pytest.raises(AssertionError, match="cached"):
         tiny.generate(PROMPTS, lm.DecodeConfig(max_new_tokens=5, chat=False))
-
-
-def test_prefix_batches_split_on_prefix():
-    texts = sorted(["AAAAAAAAAA1", "AAAAAAAAAA2", "AAAAAAAAAA3", "ABBBBBBBBB1", "ABBBBBBBBB2"])
-    assert lm._prefix_batches(texts, 8) == [[0, 1, 2], [3, 4]]
-    assert lm._prefix_batches(texts, 2) == [[0, 1], [2], [3, 4]] or len(lm._prefix_batches(texts, 2)) == 3
 
 
 # ---- the real offline model (downloaded and converted once; ~1-3 minutes the first time) ------
@@ -202,7 +195,9 @@ def test_plan_batches_groups_by_prefix_and_sorts_by_length():
     a = [1, 2, 3, 4, 5, 6, 7, 8]
     b = [1, 2, 9, 9, 9, 9, 9, 9]
     rows = [a + [10, 11, 12], b + [10], a + [10], b + [11, 12], a + [11]]
-    assert lm.plan_batches(rows, 8) == [[2, 4, 0], [1, 3]]
+    assert lm.prefix_groups(rows) == [[2, 4, 0], [1, 3]]
+    assert lm.plan_batches(rows, 8) == [[2, 4, 0, 1, 3]]  # several groups share a batch
+    assert lm.plan_batches(rows, 3) == [[2, 4, 0], [1, 3]]
     assert lm.plan_batches(rows, 2) == [[2, 4], [0], [1, 3]]
     assert lm.plan_batches(rows, 2, share_prefix=False) == [[1, 2], [4, 3], [0]]
     assert lm.common_prefix_length([a, a[:5] + [0]]) == 5

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--items", type=int, default=0, help="test items per (mode, task, condition) of the "
                        "fixed set (0: all 8)")
     bench.add_argument("--batch-size", type=int, default=32)
-    bench.add_argument("--blocks", type=int, default=4, help="interleaved blocks (settings alternate in each)")
+    bench.add_argument("--blocks", type=int, default=1, help="interleaved blocks (settings alternate in each; "
+                       "more blocks are fairer on a busy machine but give smaller batches)")
     bench.add_argument("--threads", type=int, default=2, help="torch threads")
     bench.add_argument("--levers", action="store_true", help="also time each lever apart (float32 engine, "
                        "bfloat16 generate, CTranslate2 int8)")
@@ -91,7 +92,10 @@ def _bench(args) -> int:
         for s in record["settings"]:
             print(f"  {s['setting']:<34} {s['prompts_per_s']:7.2f} prompts/s  x{s['speedup']:5.2f} "
                   f"(CPU time x{s['cpu_speedup']:5.2f})  "
-                  f"identical to reference {100 * s['identical_to_reference']:5.1f}%")
+                  f"identical to reference {100 * s['identical_to_reference']:5.1f}%"
+                  + (f"  accuracy {s['accuracy_accuracy']:.3f} ({s['accuracy_change']:+.3f} "
+                     f"[{s['accuracy_low']:+.3f}, {s['accuracy_high']:+.3f}]: {s['accuracy_equivalent']})"
+                     if "accuracy_change" in s else ""))
         for label, why in record["notes"].items():
             print(f"  {label}: not run ({why})")
         print(f"  engine / reference = {record['ratio']:.2f}x, identical answers "

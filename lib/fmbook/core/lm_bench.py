@@ -29,6 +29,13 @@ from typing import Callable, Sequence
 from fmbook.core import lm as lmmod
 
 PROMPTS_FILE = Path(__file__).with_name("data") / "lm_bench_prompts.json"
+#: How an answer of the fixed set is judged (the EmotionPrompt chapter's extractor and task checks),
+#: as ``module:function``; called as ``function(prompt_dict, answer) -> bool``.
+SCORER = "fmbook.emotion_prompt:bench_correct"
+#: A faster path that changes answers is kept only if its accuracy equals the reference's within
+#: this margin (absolute, share of prompts), judged by the 95% paired-bootstrap interval of the
+#: difference. Fixed before any run (issue 10: "keep the faster path only if accuracy is unchanged").
+ACCURACY_MARGIN = 0.03
 DEFAULT_MODELS = ("qwen2.5-coder-0.5b-instruct-gguf", "gemma-3-270m-gguf")
 log = logging.getLogger(__name__)
 
@@ -96,7 +103,7 @@ def engine_answers(lm: lmmod.CausalLM, prompts: Sequence[dict], batch_size: int 
                    prefix_cache: bool = True) -> list[str]:
     """:meth:`CausalLM.generate` without the output cache (cold)."""
     out: list[str] = [""] * len(prompts)
-    lm._prefix_memo = ((), None)
+    lm._prefix_memo = {}
     for (budget, newline), idx in _by_budget(prompts).items():
         config = lmmod.DecodeConfig(max_new_tokens=budget, stop_at_newline=newline)
         answers = lm.generate([prompts[i]["prompt"] for i in idx], config, batch_size=batch_size,
@@ -165,6 +172,28 @@ def agreement(answers: Sequence[str], reference: Sequence[str]) -> float:
     return sum(a == b for a, b in zip(answers, reference)) / len(answers)
 
 
+def load_scorer(spec: str = SCORER) -> Callable[[dict, str], bool]:
+    """The function named ``module:function``."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def accuracy_change(correct: Sequence[bool], reference_correct: Sequence[bool],
+                    margin: float = ACCURACY_MARGIN, seed: int = 0) -> dict:
+    """Accuracy of a setting minus the reference's on the same prompts: the paired-bootstrap 95%
+    interval and whether it lies within ``±margin`` (``holds``), outside it (``contradicted``) or
+    neither (``not resolved``), by :func:`fmbook.core.claims.decide`."""
+    from fmbook.core.claims import decide
+    from fmbook.core.stats import paired_bootstrap
+
+    interval = paired_bootstrap([float(c) for c in correct], [float(c) for c in reference_correct], seed=seed)
+    return {"accuracy": sum(correct) / len(correct), "change": interval.estimate, "low": interval.low,
+            "high": interval.high, "margin": margin,
+            "equivalent": decide(interval.low, interval.high, "equivalent", 0.0, margin)}
+
+
 def run_settings(settings: Sequence[Setting], prompts: Sequence[dict], n_blocks: int = 4) -> None:
     """Answer ``prompts`` with every setting, block by block, rotating which setting goes first."""
     parts = blocks(prompts, n_blocks)
@@ -184,7 +213,8 @@ def run_settings(settings: Sequence[Setting], prompts: Sequence[dict], n_blocks:
 
 
 def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blocks: int = 4,
-                levers: bool = False, threads: int = 2, prompts_file: Path | None = None) -> dict:
+                levers: bool = False, threads: int = 2, prompts_file: Path | None = None,
+                scorer: str | None = SCORER) -> dict:
     """Time the reference and the engine (and with ``levers`` the ablations) on one model.
 
     Returns a JSON-ready record: per setting prompts/s, seconds, share of answers identical to the
@@ -226,6 +256,9 @@ def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blo
     run_settings(settings, prompts, n_blocks)
     ref = settings[0]
     rows = []
+    ordered = _ordered(prompts, n_blocks)
+    judge = load_scorer(scorer) if scorer and all("answer" in p for p in prompts) else None
+    ref_correct = [judge(p, a) for p, a in zip(ordered, ref.answers)] if judge else None
     for s in settings:
         row = {"setting": s.label, "what": s.what, "prompts": len(prompts), "seconds": round(s.seconds, 2),
                "prompts_per_s": len(prompts) / s.seconds if s.seconds else None,
@@ -237,9 +270,11 @@ def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blo
             idx = [i for i, p in enumerate(_ordered(prompts, n_blocks)) if p["mode"] == mode]
             if idx:
                 row[f"identical_{mode}"] = agreement([s.answers[i] for i in idx], [ref.answers[i] for i in idx])
+        if judge:
+            row.update({f"accuracy_{k}": v for k, v in accuracy_change(
+                [judge(p, a) for p, a in zip(ordered, s.answers)], ref_correct).items()})
         rows.append(row)
     eng = next(r for r in rows if r["setting"] == "engine")
-    ordered = _ordered(prompts, n_blocks)
     differing = [{"id": p["id"], "reference": a, "engine": b}
                  for p, a, b in zip(ordered, ref.answers, settings[1].answers) if a != b]
     return {"kind": "lm-bench", "model": name, "model_id": reference.model_id,
@@ -248,6 +283,7 @@ def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blo
             "modes": {m: sum(p["mode"] == m for p in prompts) for m in ("zero-shot", "few-shot")},
             "conditions": sorted({p["condition"] for p in prompts}),
             "ratio": eng["speedup"], "identical": eng["identical_to_reference"], "settings": rows,
+            "accuracy_margin": ACCURACY_MARGIN if judge else None,
             "differing_answers": differing[:20], "notes": notes,
             "cpu_ratio": eng["cpu_speedup"],
             "measured": "reference and engine interleaved block by block on a shared machine; "
@@ -302,5 +338,11 @@ def summary_table(records: Sequence[dict]):
             rows.append({"model": r["model"], "setting": s["setting"], "prompts": s["prompts"],
                          "prompts/s": s["prompts_per_s"], "× reference": s["speedup"],
                          "× reference (CPU time)": s.get("cpu_speedup"),
-                         "identical answers": s["identical_to_reference"], "what": s["what"]})
+                         "identical answers": s["identical_to_reference"],
+                         "accuracy": s.get("accuracy_accuracy"),
+                         "accuracy change (95% interval)": (
+                             f"{s['accuracy_change']:+.3f} [{s['accuracy_low']:+.3f}, {s['accuracy_high']:+.3f}]"
+                             if s.get("accuracy_change") is not None else None),
+                         "same accuracy (±margin)": s.get("accuracy_equivalent"),
+                         "what": s["what"]})
     return pd.DataFrame(rows)

@@ -418,8 +418,17 @@ def bench_prompt_set(template: PromptTemplate = PromptTemplate()) -> list[dict]:
     text = build_grid(cfg, chat=False, template=template)
     return [{"id": i, "mode": c["mode"], "task": c["task"], "condition": c["condition"],
              "item": int(c["item"].rsplit("/", 1)[1]), "messages": c["prompt"], "text": t["prompt"],
-             "max_new_tokens": int(c["budget"]), "stop_at_newline": False}
+             "max_new_tokens": int(c["budget"]), "stop_at_newline": False,
+             "input": c["input"], "answer": c["answer"], "accepted": list(c["_example"].accepted)}
             for i, ((_, c), (_, t)) in enumerate(zip(chat.iterrows(), text.iterrows()))]
+
+
+def bench_correct(prompt: dict, output: str) -> bool:
+    """Whether ``output`` answers a bench prompt (:func:`bench_prompt_set`) correctly: the answer read
+    out of the reply (:func:`extract_answer`) passes the task's check, as in :func:`score_outputs`."""
+    example = ii.Example(prompt["input"], prompt["answer"], tuple(prompt["accepted"]))
+    extracted = extract_answer(prompt["task"], output, prompt["input"])
+    return extracted is not None and ii.get_task(prompt["task"]).check(example, extracted)
 
 
 def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_only: bool = True,
