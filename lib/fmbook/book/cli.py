@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--blocks", type=int, default=1, help="interleaved blocks (settings alternate in each; "
                        "more blocks are fairer on a busy machine but give smaller batches)")
     bench.add_argument("--threads", type=int, default=2, help="torch threads")
-    bench.add_argument("--levers", action="store_true", help="also time each lever apart (float32 engine, "
+    bench.add_argument("--levers", action="store_true", help="also time each lever apart (float32 engine, int8 engine, "
                        "bfloat16 generate, CTranslate2 int8)")
     bench.add_argument("--profile", default="local", help="results/bench/<profile>/ (default: local)")
     return parser

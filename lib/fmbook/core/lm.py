@@ -18,8 +18,10 @@ Two ways to generate (both greedy, both behind :meth:`CausalLM.generate`):
   anything that needs the internals (hidden states, LoRA, soft prompts);
 * the **book's engine** (``prefix_cache=True``, :func:`load_engine`): prompts grouped by their
   shared token prefix (system message, instruction, stimulus, demonstrations), whose keys and
-  values are computed once per group and reused by every row; rows sorted by length inside a
-  group (little padding); a finished row leaves the batch at once; weights in bfloat16 where the
+  values are computed once per group and reused by every row; a batch packs several groups (each
+  row's cache holds its own group's prefix, left-padded and masked), so that decoding steps run on
+  full batches; rows sorted by length inside a group (little padding); a finished row leaves the
+  batch at once; weights in bfloat16 where the
   CPU multiplies bfloat16 natively (AVX512-BF16 / AMX) or on a GPU. ``python -m fmbook bench lm``
   measures it against the reference (:mod:`fmbook.core.lm_bench`).
 """

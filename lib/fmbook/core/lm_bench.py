@@ -13,7 +13,8 @@ settings are timed cold (output cache off):
 Other machines' work shifts wall-clock times, so the settings run **interleaved**: the prompts are
 cut into blocks (each with every kind of prompt) and every block runs through every setting,
 alternating which goes first; each setting's time is the sum over blocks. With ``levers`` the
-ablations run too (float32 engine, bfloat16 ``generate``, CTranslate2 int8 when it converts), so
+ablations run too (float32 engine, bfloat16 ``generate``, the engine on int8 weights, CTranslate2
+int8 when it converts), so
 each lever's share is measured, not assumed.
 """
 
@@ -246,6 +247,11 @@ def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blo
             Setting(f"{engine.dtype}, length-sorted generate", lambda ps: engine_answers(engine, ps, batch_size, False),
                     f"transformers generate on {engine.dtype} weights, prompts sorted by length"),
         ]
+        int8 = lmmod.load_causal_lm(name, dtype="float32", quantize="int8-dynamic", verbose=False)
+        int8.cache = None
+        settings.append(Setting("int8 engine", lambda ps: engine_answers(int8, ps, batch_size, True),
+                                "the engine's batching on PyTorch dynamic int8 linear layers (weights int8, "
+                                "activations quantized per batch)"))
         folder = lmmod._converted_dir(name) if name in lmmod.assets.ASSETS else Path(name)
         ct2 = CT2Setting(reference, folder, threads=threads)
         if ct2.generator is not None:
