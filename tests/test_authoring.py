@@ -44,6 +44,12 @@ def test_sync_check_catches_an_edit_and_sync_repairs_it(tmp_path):
     assert pairs.out_of_sync(tmp_path) == []
     ids_after = [c.get("id") for c in json.loads(ipynb.read_text())["cells"]]
     assert ids_after[: len(ids_before)] == ids_before  # cell ids are kept: no churn in the .ipynb
+    # a change of the front matter alone (a budget) reaches the .ipynb too
+    text.write_text(text.read_text().replace("budget_s:\n", "budget_s:\n    full: 7\n", 1))
+    assert "metadata differs" in pairs.out_of_sync(tmp_path)[0]
+    pairs.sync(tmp_path)
+    assert pairs.out_of_sync(tmp_path) == []
+    assert json.loads(ipynb.read_text())["metadata"]["fmbook"]["budget_s"]["full"] == 7
 
 
 def test_sync_check_catches_an_ipynb_without_text(tmp_path):

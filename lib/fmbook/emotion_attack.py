@@ -300,7 +300,7 @@ def evaluate(lm, cfg: AttackConfig, base_few_shot_only: bool = True, progress: b
 
 
 def evaluate_models(model_names: Sequence[str], cfg: AttackConfig, base_few_shot_only: bool = True,
-                    dtype: str = "auto", device: str = "cpu", progress: bool = False):
+                    dtype: str = "auto", device: str = "cpu", progress: bool = True):
     """:func:`evaluate` every model in turn (loaded once each); answers and one record per model.
     ``dtype="auto"``: the book's engine (:func:`fmbook.core.lm.load_engine`), as EmotionPrompt."""
     import time

@@ -108,6 +108,9 @@ def sync(root: Path | None = None) -> list[str]:
             continue
         jupytext_cli([str(pair.text), "--to", "ipynb", "--update", "--quiet"])
         nb = json.loads(pair.notebook.read_text(encoding="utf-8"))
+        front = jupytext.read(pair.text).metadata.get("fmbook")
+        if front is not None:  # ``--update`` keeps the old notebook metadata: the front matter wins
+            nb.setdefault("metadata", {})["fmbook"] = front
         for cell in nb["cells"]:
             if cell["cell_type"] == "code":
                 cell["outputs"], cell["execution_count"] = [], None

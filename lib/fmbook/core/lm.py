@@ -43,7 +43,7 @@ import torch
 
 from fmbook.core import assets
 from fmbook.core.paths import atomic_folder, cache_dir
-from fmbook.core.progress import logger, progress
+from fmbook.core.progress import Progress, logger, progress
 
 PREFIX_MEMO = 16  # prefixes whose keys/values the engine keeps between batches
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -460,7 +460,8 @@ class CausalLM:
         start = time.perf_counter()
         ids = [self._ids(r) for _, r in todo]
         batches = plan_batches(ids, batch_size, share_prefix=prefix_cache)
-        done_rows = 0
+        meter = Progress(len(todo), desc=f"{self.name}: answers (budget {config.max_new_tokens} tokens)",
+                         every_s=15.0, log=log) if progress and todo else None
         for rows in batches:
             chunk = [todo[j] for j in rows]
             outs = (self._generate_rows([ids[j] for j in rows], config) if prefix_cache
@@ -469,9 +470,10 @@ class CausalLM:
             new.update(batch_out)
             if self.cache and use_cache:
                 self.cache.put_many(batch_out)
-            done_rows += len(chunk)
-            if progress:
-                log.info("%s: generated %d/%d", self.name, done_rows, len(todo))
+            if meter:
+                meter.update(len(chunk))
+        if meter:
+            meter.close()
         self.stats["seconds"] += time.perf_counter() - start
         self.stats["generated"] += len(todo)
         found.update(new)

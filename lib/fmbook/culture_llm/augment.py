@@ -88,11 +88,12 @@ def sample_paraphrases(model, questions: Sequence[Question], config: AugmentConf
     import torch
 
     from fmbook.core.lm import OutputCache
+    from fmbook.core.progress import progress
 
     rows = []
     settings = {"k": config.n_paraphrases, "temperature": config.temperature,
                 "max_new_tokens": config.max_new_tokens, "seed": config.seed, "v": 1}
-    for q in questions:
+    for q in progress(questions, total=len(questions), desc="paraphrases (questions)", every_s=15.0):
         seed_text = (texts or {}).get(q.q_id, q.text)
         rendered = model.render([{"role": "user", "content": PARAPHRASE_PROMPT.format(text=seed_text)}])
         key = OutputCache.key(model.cache_id, "culture_llm.paraphrase", rendered, settings)

@@ -243,6 +243,10 @@ def train_adapter(base, rows: Sequence[TrainRow], settings: LoraSettings = LoraS
     if (folder / "history.json").is_file() and not force:
         return Adapter(key, folder, base.cache_id, json.loads((folder / "history.json").read_text()), True,
                        len(rows), settings)
+    if logger is None:  # the runner shows fmbook's log lines on its console, never in the notebook
+        import logging
+
+        logger = logging.getLogger(__name__).info
     encoded = encode_rows(base.tokenizer, rows)
     n_layers = int(getattr(base.model.config, "num_hidden_layers", 0) or
                    getattr(getattr(base.model.config, "text_config", None), "num_hidden_layers", 0))

@@ -433,13 +433,15 @@ def bench_correct(prompt: dict, output: str) -> bool:
 
 def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_only: bool = True,
                     dtype: str = "float32", device: str = "cpu",
-                    progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+                    progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
     """:func:`evaluate` every model in turn (each loaded, evaluated, released).
 
     ``dtype="auto"`` loads the book's engine (:func:`fmbook.core.lm.load_engine`: bfloat16 where
     the hardware has it, shared-prefix batching); a named dtype loads the weights in that type.
 
-    Returns the concatenated answers and one record per model: its ``info()``, the prompts answered,
+    ``progress`` logs a line every few seconds (answers done / total, rate, time left), which the
+    runner shows on its console. Returns the concatenated answers and one record per model: its
+    ``info()``, the prompts answered,
     how many were generated now or came from the output cache, and the seconds it took.
     """
     from fmbook.core.lm import load_causal_lm, load_engine
