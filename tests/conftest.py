@@ -38,6 +38,16 @@ def save_tiny_qwen2(folder, corpus, vocab_size, **config):
     return folder
 
 
+@pytest.fixture()
+def tiny(tiny_folder, tmp_path):
+    """The test module's tiny model (its ``tiny_folder`` fixture) as a CausalLM with its own output cache."""
+    from fmbook.core import lm
+
+    model = lm.load_causal_lm(str(tiny_folder), verbose=False)
+    model.cache = lm.OutputCache(tmp_path / "outputs.sqlite")
+    return model
+
+
 FRONT = """---
 jupytext:
   formats: ipynb,md:myst

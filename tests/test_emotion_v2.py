@@ -28,12 +28,6 @@ def tiny_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture()
-def tiny(tiny_folder, tmp_path):
-    model = lm.load_causal_lm(str(tiny_folder), verbose=False)
-    model.cache = lm.OutputCache(tmp_path / "outputs.sqlite")
-    return model
-
 
 # ------------------------------------------------------------------------------------------
 # Data and conditions

@@ -23,12 +23,6 @@ def tiny_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture()
-def tiny(tiny_folder, tmp_path):
-    model = lm.load_causal_lm(str(tiny_folder), verbose=False)
-    model.cache = lm.OutputCache(tmp_path / "outputs.sqlite")
-    return model
-
 
 PROMPTS = ["Instruction: Sum the two given numbers.\n\nInput: 12 30\nAnswer:",
            "Instruction: Sum the two given numbers.\n\nInput: 7 5\nAnswer:",

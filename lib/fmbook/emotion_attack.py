@@ -301,24 +301,10 @@ def evaluate(lm, cfg: AttackConfig, base_few_shot_only: bool = True, progress: b
 
 def evaluate_models(model_names: Sequence[str], cfg: AttackConfig, base_few_shot_only: bool = True,
                     dtype: str = "auto", device: str = "cpu", progress: bool = True):
-    """:func:`evaluate` every model in turn (loaded once each); answers and one record per model.
-    ``dtype="auto"``: the book's engine (:func:`fmbook.core.lm.load_engine`), as EmotionPrompt."""
-    import time
-
-    from fmbook.core.lm import load_causal_lm, load_engine
-
-    frames, records = [], []
-    for name in model_names:
-        model = (load_engine(name, device=device, verbose=False) if dtype == "auto"
-                 else load_causal_lm(name, dtype=dtype, device=device, verbose=False))
-        started = time.perf_counter()
-        frames.append(evaluate(model, cfg, base_few_shot_only, progress))
-        st = dict(model.stats)
-        records.append({"name": name, "info": model.info(), "prompts": len(frames[-1]),
-                        "generated": st["generated"], "cached": st["cached"],
-                        "generate_seconds": st["seconds"], "seconds": time.perf_counter() - started})
-        del model
-    return pd.concat(frames, ignore_index=True), records
+    """:func:`evaluate` every model in turn (loaded once each); answers and one record per model
+    (:func:`fmbook.emotion_prompt.evaluate_each`). ``dtype="auto"``: the book's engine."""
+    return ep.evaluate_each(model_names, lambda model: evaluate(model, cfg, base_few_shot_only, progress),
+                            dtype, device)
 
 
 # ------------------------------------------------------------------------------------------

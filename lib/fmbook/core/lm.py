@@ -519,8 +519,7 @@ class CausalLM:
         from transformers import DynamicCache
 
         key = tuple(prefix)
-        memo = self._prefix_memo if isinstance(self._prefix_memo, dict) else {}
-        self._prefix_memo = memo
+        memo = self._prefix_memo
         if key in memo:
             memo[key] = memo.pop(key)  # most recently used last
             return memo[key]
@@ -555,15 +554,13 @@ class CausalLM:
         cache = DynamicCache(config=self.model.config)
         if width == 0:
             return cache, plen, width
-        n_layers = len(next(iter(kv.values())).layers)
-        for layer in range(n_layers):
+        some = next(iter(kv.values()))
+        for layer in range(len(some.layers)):
+            ref = some.layers[layer].keys
+            empty = ref.new_zeros(ref.shape[:2] + (0,) + ref.shape[3:])  # a row without prefix: all padding
             keys, values = [], []
             for j in range(len(rows)):
-                if plen[j]:
-                    k, v = kv[j].layers[layer].keys, kv[j].layers[layer].values
-                else:  # no prefix: an all-padding row of the right shape
-                    ref = next(iter(kv.values())).layers[layer].keys
-                    k = v = ref.new_zeros(ref.shape[:2] + (0,) + ref.shape[3:])
+                k, v = (kv[j].layers[layer].keys, kv[j].layers[layer].values) if plen[j] else (empty, empty)
                 pad = width - k.shape[2]
                 keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
                 values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))

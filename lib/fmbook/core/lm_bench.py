@@ -195,7 +195,7 @@ def accuracy_change(correct: Sequence[bool], reference_correct: Sequence[bool],
             "equivalent": decide(interval.low, interval.high, "equivalent", 0.0, margin)}
 
 
-def run_settings(settings: Sequence[Setting], prompts: Sequence[dict], n_blocks: int = 4) -> None:
+def run_settings(settings: Sequence[Setting], prompts: Sequence[dict], n_blocks: int = 1) -> None:
     """Answer ``prompts`` with every setting, block by block, rotating which setting goes first."""
     parts = blocks(prompts, n_blocks)
     order_all = [p["id"] for b in parts for p in b]
@@ -213,7 +213,7 @@ def run_settings(settings: Sequence[Setting], prompts: Sequence[dict], n_blocks:
         s.answers = [answers[s.label][i] for i in order_all]
 
 
-def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blocks: int = 4,
+def bench_model(name: str, items: int | None = None, batch_size: int = 32, n_blocks: int = 1,
                 levers: bool = False, threads: int = 2, prompts_file: Path | None = None,
                 scorer: str | None = SCORER) -> dict:
     """Time the reference and the engine (and with ``levers`` the ablations) on one model.

@@ -438,12 +438,20 @@ def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_o
 
     ``dtype="auto"`` loads the book's engine (:func:`fmbook.core.lm.load_engine`: bfloat16 where
     the hardware has it, shared-prefix batching); a named dtype loads the weights in that type.
-
     ``progress`` logs a line every few seconds (answers done / total, rate, time left), which the
-    runner shows on its console. Returns the concatenated answers and one record per model: its
-    ``info()``, the prompts answered,
-    how many were generated now or came from the output cache, and the seconds it took.
+    runner shows on its console. Returns the concatenated answers and one record per model (see
+    :func:`evaluate_each`).
     """
+    return evaluate_each(model_names, lambda model: evaluate(model, config_for(model, cfg, base_few_shot_only),
+                                                             progress=progress), dtype, device)
+
+
+def evaluate_each(model_names: Sequence[str], evaluate_one: Callable[[CausalLM], pd.DataFrame],
+                  dtype: str = "auto", device: str = "cpu") -> tuple[pd.DataFrame, list[dict]]:
+    """Load each model in turn (``dtype="auto"``: the book's engine), answer with ``evaluate_one``,
+    release it. Returns the concatenated answers and one record per model: its ``info()``, the
+    prompts answered, how many were generated now or came from the output cache, and the seconds
+    it took. Shared by the chapters that evaluate language models on this grid."""
     from fmbook.core.lm import load_causal_lm, load_engine
 
     frames, records = [], []
@@ -451,7 +459,7 @@ def evaluate_models(model_names: Sequence[str], cfg: EvalConfig, base_few_shot_o
         model = (load_engine(name, device=device, verbose=False) if dtype == "auto"
                  else load_causal_lm(name, dtype=dtype, device=device, verbose=False))
         started = time.perf_counter()
-        frames.append(evaluate(model, config_for(model, cfg, base_few_shot_only), progress=progress))
+        frames.append(evaluate_one(model))
         stats = dict(model.stats)
         records.append({"name": name, "info": model.info(), "prompts": len(frames[-1]),
                         "generated": stats["generated"], "cached": stats["cached"],
