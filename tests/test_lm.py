@@ -238,3 +238,21 @@ def test_bench_blocks_settings_and_results_file(tmp_path):
     assert path == tmp_path / "bench" / "local" / "lm_m.json"
     assert lm_bench.read_results("local", root=tmp_path)[0]["ratio"] == 2.0
     assert list(lm_bench.summary_table(lm_bench.read_results(root=tmp_path)).setting) == ["reference"]
+
+
+def test_bench_sentence_and_settings_table_read_a_record():
+    from fmbook.core import lm_bench
+
+    engine = {"setting": "engine", "what": "the book's engine", "accuracy_change": -0.012, "accuracy_low": -0.033,
+              "accuracy_high": 0.004, "accuracy_equivalent": "not resolved"}
+    record = {"model": "m", "prompts": 4, "modes": {"zero-shot": 2, "few-shot": 2}, "threads": 2,
+              "provenance": {"hardware": {"cpu": "CPU X"}}, "written_at": "2026-12-01T12:00:00", "ratio": 3.04,
+              "identical": 0.942, "accuracy_margin": 0.03,
+              "settings": [{"setting": "reference", "what": "plain generate"}, engine]}
+    text = lm_bench.summary_sentence(record)
+    assert "3.0 times" in text and "94.2%" in text and "-1.2 points" in text and "-3.3 to +0.4" in text
+    assert text.endswith("'the same accuracy within 3 points': not resolved).")
+    del engine["accuracy_change"]
+    assert lm_bench.summary_sentence(record).endswith("identical to the reference's.")
+    table = lm_bench.settings_table([record, record])
+    assert list(table["setting"]) == ["reference", "engine"] and table["what"][1] == "the book's engine"

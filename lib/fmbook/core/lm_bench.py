@@ -334,8 +334,34 @@ def read_results(profile: str | None = None, root: Path | None = None) -> list[d
     return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))] if base.is_dir() else []
 
 
+def summary_sentence(record: dict) -> str:
+    """One model's result in words: prompts, machine, date, the engine's ratio, identical answers and
+    (when judged) its accuracy change with the verdict on the margin."""
+    hw = record.get("provenance", {}).get("hardware", {})
+    text = (f"On {record['model']} ({record['prompts']} prompts: {record['modes']['zero-shot']} zero-shot, "
+            f"{record['modes']['few-shot']} few-shot; {record['threads']} threads on {hw.get('cpu', 'an unnamed CPU')}, "
+            f"measured {record['written_at'][:10]}) the engine answered {record['ratio']:.1f} times as many prompts "
+            f"per second as the reference, and {100 * record['identical']:.1f}% of its answers are identical to "
+            f"the reference's")
+    engine = next(s for s in record["settings"] if s["setting"] == "engine")
+    if "accuracy_change" not in engine:
+        return text + "."
+    return (text + f"; its accuracy differs from the reference's by {100 * engine['accuracy_change']:+.1f} points "
+            f"(95% interval {100 * engine['accuracy_low']:+.1f} to {100 * engine['accuracy_high']:+.1f}; verdict on "
+            f"'the same accuracy within {100 * record['accuracy_margin']:.0f} points': {engine['accuracy_equivalent']}).")
+
+
+def settings_table(records: Sequence[dict]):
+    """What each setting is, once per setting (the summary table leaves it out to stay narrow)."""
+    import pandas as pd
+
+    seen = {s["setting"]: s["what"] for r in records for s in r["settings"]}
+    return pd.DataFrame({"setting": list(seen), "what": list(seen.values())})
+
+
 def summary_table(records: Sequence[dict]):
-    """One row per (model, setting): prompts/s, speed-up over the reference, identical answers."""
+    """One row per (model, setting): prompts/s, speed-up over the reference, identical answers,
+    accuracy and its change (what each setting is: :func:`settings_table`)."""
     import pandas as pd
 
     rows = []
@@ -349,6 +375,5 @@ def summary_table(records: Sequence[dict]):
                          "accuracy change (95% interval)": (
                              f"{s['accuracy_change']:+.3f} [{s['accuracy_low']:+.3f}, {s['accuracy_high']:+.3f}]"
                              if s.get("accuracy_change") is not None else None),
-                         "same accuracy (±margin)": s.get("accuracy_equivalent"),
-                         "what": s["what"]})
+                         "same accuracy (±margin)": s.get("accuracy_equivalent")})
     return pd.DataFrame(rows)
