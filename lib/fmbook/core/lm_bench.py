@@ -372,8 +372,10 @@ def summary_table(records: Sequence[dict]):
                          "× reference (CPU time)": s.get("cpu_speedup"),
                          "identical answers": s["identical_to_reference"],
                          "accuracy": s.get("accuracy_accuracy"),
-                         "accuracy change (95% interval)": (
-                             f"{s['accuracy_change']:+.3f} [{s['accuracy_low']:+.3f}, {s['accuracy_high']:+.3f}]"
-                             if s.get("accuracy_change") is not None else None),
-                         "same accuracy (±margin)": s.get("accuracy_equivalent")})
+                         "accuracy change, points (95% interval)": (
+                             f"{100 * s['accuracy_change']:+.1f} [{100 * s['accuracy_low']:+.1f}, "
+                             f"{100 * s['accuracy_high']:+.1f}]"
+                             if s.get("accuracy_change") is not None and s["setting"] != "reference" else None),
+                         "same accuracy (±margin)": (s.get("accuracy_equivalent")
+                                                     if s["setting"] != "reference" else None)})
     return pd.DataFrame(rows)
