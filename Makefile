@@ -47,5 +47,7 @@ browser-deps:
 test: fetch browser-deps
 	$(PY) -m pytest -ra
 
+# results/bench/local holds the committed LM benchmark, not a build product.
 clean:
-	rm -rf _build results/*/smoke results/*/local
+	rm -rf _build results/*/smoke
+	find results -mindepth 2 -maxdepth 2 -type d -name local ! -path 'results/bench/*' -exec rm -rf {} +

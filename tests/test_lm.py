@@ -57,6 +57,16 @@ def test_prefix_cache_gives_the_same_answers(tiny, chat):
     assert plain == cached == single
 
 
+def test_throughput_times_the_engine_and_leaves_it_usable(tiny):
+    """``throughput`` empties the prefix memo so the timed call computes its prefixes; the engine must
+    still answer afterwards, and the same as an untimed call (a regression: the memo was once reset to
+    a value of the wrong type, which only the local profile's throughput cell reached)."""
+    config = lm.DecodeConfig(max_new_tokens=4, chat=True)
+    tp, timed = tiny.throughput(PROMPTS, batch_size=4, config=config, prefix_cache=True)
+    assert tp.n_prompts == len(PROMPTS) and tp.seconds > 0
+    assert tiny.generate(PROMPTS, config, batch_size=4, use_cache=False, prefix_cache=True) == timed
+
+
 def test_render_chat_messages(tiny):
     text = tiny.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert text == "<system>S<eos>\n<user>U<eos>\n<assistant>"

@@ -139,3 +139,23 @@ def test_grade_runs_a_students_copy_and_reports_changed_verdicts_and_metrics(min
     broken.write_text(text.replace("if fail:", "if True:"))
     failed = grade(broken)
     assert not failed.finished and "asked to fail" in failed.message
+
+
+def test_estimate_uses_the_last_run_then_the_budget_and_long_chapters_start_first(mini_book, monkeypatch):
+    from types import SimpleNamespace
+
+    from fmbook.book import profiles
+
+    job = runner.plan(["demo/01_first"], "smoke")[0]
+    monkeypatch.setattr(profiles, "notebook_metadata", lambda c, n: {"budget_s": {"smoke": 42, "local": 600}})
+    assert runner.estimate_seconds(job) == 42.0, "no result file yet: the front matter's budget"
+    monkeypatch.setattr(profiles, "notebook_metadata", lambda c, n: {})
+    assert runner.estimate_seconds(job) == runner.DEFAULT_ESTIMATE_S["smoke"]
+    runner.run(["demo/01_first"], profile="smoke", echo=lambda s: None)
+    assert runner.estimate_seconds(job) == pytest.approx(_result(mini_book)["runner"]["execution_s"])
+
+    jobs = {name: SimpleNamespace(name=name) for name in ("a/1", "a/2", "b/1", "c/1")}
+    by_chapter = {"a": [jobs["a/1"], jobs["a/2"]], "b": [jobs["b/1"]], "c": [jobs["c/1"]]}
+    seconds = {"a/1": 10.0, "a/2": 10.0, "b/1": 50.0, "c/1": 20.0}
+    order = runner.longest_first(by_chapter, seconds)
+    assert [chapter[0].name for chapter in order] == ["b/1", "a/1", "c/1"], "50 s, then 20 s (tie: book order)"

@@ -67,13 +67,21 @@ def test_costs_pick_the_latest_cold_and_warm_whole_book_runs_and_readme_shows_th
 
     entries = [
         {"profile": "local", "targets": ["all"], "wall_s": 900.0, "ran": 30, "failed": 0, "cache_mb_before": 0.0},
+        {"step": "build", "profile": "smoke", "wall_s": 40.0},
+        {"step": "build", "profile": "local", "wall_s": 80.0},
         {"profile": "local", "targets": ["nmtune"], "wall_s": 60.0, "ran": 5, "failed": 0, "cache_mb_before": 0.0},
-        {"profile": "local", "targets": ["all"], "wall_s": 300.0, "ran": 30, "failed": 0, "cache_mb_before": 4000.0},
-        {"profile": "local", "targets": ["all"], "wall_s": 3.0, "ran": 0, "failed": 0, "cache_mb_before": 4000.0},
+        {"step": "run", "profile": "local", "targets": ["all"], "wall_s": 300.0, "ran": 30, "failed": 0,
+         "cache_mb_before": 4000.0},
+        {"step": "run", "profile": "local", "targets": ["all"], "wall_s": 3.0, "ran": 0, "failed": 0,
+         "cache_mb_before": 4000.0},
         {"profile": "smoke", "targets": ["all"], "wall_s": 90.0, "ran": 30, "failed": 0, "cache_mb_before": 0.0},
     ]
     summary = costs.summarise(entries, "local")
     assert summary["cold"]["wall_s"] == 900.0 and summary["warm"]["wall_s"] == 300.0
+    assert summary["cold"]["build_s"] == 80.0, "the HTML build after the run at the same profile counts"
+    assert summary["warm"]["build_s"] is None, "a later run without a build in between has no build time"
+    row = costs.render({**summary, "venv_mb": 2000.0, "cache_mb": 4000.0}).splitlines()[2]
+    assert "16 min 20 s: notebooks 15 min 00 s + HTML 1 min 20 s" in row, row
     root = repo_root()
     assert (root / "book/costs.json").is_file(), "record the costs: python -m fmbook costs --write"
     assert costs.readme_block(root) in (root / "README.md").read_text(), "README's table is stale: python -m fmbook costs --write"

@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
             from fmbook.book import costs
             from fmbook.book.runner import run
-            from fmbook.core.paths import cache_dir
 
-            cache_before, t0 = costs.folder_mb(cache_dir()), time.perf_counter()
+            cache_before, t0 = costs.computed_cache_mb(), time.perf_counter()
             outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
                            jobs=args.jobs, force=args.force)
             costs.log_run(args.profile, args.targets, time.perf_counter() - t0,
@@ -123,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                           cache_mb_before=cache_before, jobs=args.jobs)
             return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
         if args.command == "book":
+            import time
+
+            from fmbook.book import costs
             from fmbook.book.build import build
 
+            t0 = time.perf_counter()
             html = build(profile=args.profile)
+            costs.log_build(args.profile, time.perf_counter() - t0)
             print(f"The book is at {html / 'index.html'}")
             return 0
         if args.command == "pdf":

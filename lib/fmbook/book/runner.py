@@ -132,11 +132,25 @@ def is_up_to_date(job: Job) -> bool:
 
 
 def estimate_seconds(job: Job) -> float:
+    """Expected seconds of a job: its last recorded execution at this profile, else the budget its
+    front matter states for the profile (set from a measured run), else a default per profile."""
     r = job.resolved
     try:
         return float(load(result_path(r.chapter, r.profile, r.notebook))["runner"]["execution_s"])
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return float(P.notebook_metadata(r.chapter, r.notebook)["budget_s"][r.profile])
+    except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_ESTIMATE_S[r.profile]
+
+
+def longest_first(by_chapter: dict[str, list[Job]], seconds: dict[str, float]) -> list[list[Job]]:
+    """Chapters in the order the workers take them: the longest expected chapter first (ties keep the
+    book's order), so that with several workers a long chapter does not start last and run alone."""
+    order = list(by_chapter)
+    return [by_chapter[c] for c in sorted(order, key=lambda c: (-sum(seconds[j.name] for j in by_chapter[c]),
+                                                                order.index(c)))]
 
 
 def _first_error(nb_json: dict) -> str:
@@ -343,7 +357,7 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
             report(outcome)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(run_chapter, by_chapter.values()))
+        list(pool.map(run_chapter, longest_first(by_chapter, remaining)))
     ran = sum(o.status == "ran" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     bad = [o for o in outcomes if o.status in ("failed", "not run")]

@@ -684,7 +684,7 @@ class CausalLM:
                    setting: str = "", prefix_cache: bool | None = None) -> tuple[Throughput, list[str]]:
         """Time :meth:`generate` on ``prompts`` without the output cache; return speed and answers."""
         config = config or DecodeConfig()
-        self._prefix_memo = ((), None)
+        self._prefix_memo = {}  # time the prefixes too, not a memo filled by an earlier call
         start, cpu = time.perf_counter(), time.process_time()
         answers = self.generate(prompts, config, batch_size=batch_size, use_cache=False,
                                 prefix_cache=prefix_cache)
