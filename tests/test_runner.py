@@ -159,3 +159,10 @@ def test_estimate_uses_the_last_run_then_the_budget_and_long_chapters_start_firs
     seconds = {"a/1": 10.0, "a/2": 10.0, "b/1": 50.0, "c/1": 20.0}
     order = runner.longest_first(by_chapter, seconds)
     assert [chapter[0].name for chapter in order] == ["b/1", "a/1", "c/1"], "50 s, then 20 s (tie: book order)"
+
+
+def test_workers_share_the_cores_out_instead_of_oversubscribing():
+    assert runner.threads_per_worker(1, cores=2) is None, "one worker keeps the libraries' default"
+    assert runner.threads_per_worker(2, cores=2) == 1
+    assert runner.threads_per_worker(2, cores=16) == 8
+    assert runner.threads_per_worker(4, cores=2) == 1, "never fewer than one thread"

@@ -63,10 +63,12 @@ def _append(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_run(profile: str, targets: list[str], wall_s: float, ran: int, skipped: int, failed: int,
-            cache_mb_before: float, jobs: int) -> dict[str, Any]:
+            cache_mb_before: float, jobs: int, threads: int | None = None) -> dict[str, Any]:
     """Append one run to ``_build/runs.jsonl`` (called by the CLI after ``fmbook run``);
-    ``cache_mb_before`` is :func:`computed_cache_mb` when the run started."""
+    ``cache_mb_before`` is :func:`computed_cache_mb` when the run started, ``threads`` the CPU
+    threads of each worker (None: the libraries' default)."""
     return _append({"step": "run", "profile": profile, "targets": targets or ["all"], "jobs": jobs,
+                    "threads_per_worker": threads,
                     "wall_s": round(wall_s, 1), "ran": ran, "skipped": skipped, "failed": failed,
                     "cache_mb_before": round(cache_mb_before, 1),
                     "cache_mb_after": round(computed_cache_mb(), 1)})
@@ -125,7 +127,9 @@ def render(record: dict[str, Any]) -> str:
         total = _minutes(e["wall_s"] + (build or 0))
         parts = f"notebooks {_minutes(e['wall_s'])}" + (f" + HTML {_minutes(build)}" if build else ", HTML build not recorded")
         rows.append(f"| `make book` ({p}), {label} | {total}: {parts} ({e['ran']} notebooks, "
-                    f"{e.get('cpu_count', '?')} cores, -j {e.get('jobs', '?')}, {e.get('at', '')[:10]}) |")
+                    f"{e.get('cpu_count', '?')} cores, -j {e.get('jobs', '?')}"
+                    + (f" of {e['threads_per_worker']} thread(s)" if e.get("threads_per_worker") else "")
+                    + f", {e.get('at', '')[:10]}) |")
     rows.append(f"| disk: virtual environment `.venv` | {record['venv_mb'] / 1000:.1f} GB |")
     rows.append(f"| disk: model and answer cache (`~/.cache/fmbook`) | {record['cache_mb'] / 1000:.1f} GB |")
     return "\n".join(["| what | measured |", "| --- | --- |", *rows])

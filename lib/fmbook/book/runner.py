@@ -227,11 +227,26 @@ class _Tail(threading.Thread):
             self._drain(handle)
 
 
-def execute(job: Job, force: bool = False, echo: Callable[[str], None] | None = None) -> Outcome:
+def threads_per_worker(workers: int, cores: int | None = None) -> int | None:
+    """CPU threads each notebook's kernel may use when ``workers`` notebooks run at once: the cores
+    shared out (at least one), or None for one worker (the libraries' own default, all cores).
+
+    Two kernels that each start one thread per core oversubscribe the machine; PyTorch's threads
+    then wait on each other, and a language-model notebook measured at 2.9 answers/s alone fell to
+    0.5/s beside another one (2 cores), far below the half it should keep."""
+    if workers <= 1:
+        return None
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def execute(job: Job, force: bool = False, echo: Callable[[str], None] | None = None,
+            threads: int | None = None) -> Outcome:
     """Run one notebook (or skip it) and move its products into place only on success.
 
     ``echo`` receives a line when the notebook starts and every line it logs while it runs
     (progress, warnings, library logging), prefixed with its name; none of them enters the notebook.
+    ``threads`` caps the kernel's CPU threads (OpenMP and MKL, which PyTorch reads at start) unless
+    the caller's environment already sets them.
     """
     r = job.resolved
     if not force and is_up_to_date(job):
@@ -252,6 +267,9 @@ def execute(job: Job, force: bool = False, echo: Callable[[str], None] | None = 
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, str(threads))
     cmd = [sys.executable, "-m", "papermill", str(job.source), str(out_nb), "-f", str(staging / "params.yaml"),
            "--cwd", str(job.source.parent), "--kernel", "python3", "--no-progress-bar", "--log-level", "ERROR"]
     t0 = time.perf_counter()
@@ -323,8 +341,10 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
     outcomes: list[Outcome] = []
     start = time.perf_counter()
     workers = max(1, min(jobs, len(by_chapter)))
+    threads = threads_per_worker(workers)
     echo(f"Running {total} notebook(s) of {len(by_chapter)} chapter(s) at profile '{profile}' "
-         f"with {workers} worker(s); estimated {_fmt(sum(remaining.values()) / workers)}")
+         f"with {workers} worker(s)" + (f" of {threads} CPU thread(s) each" if threads else "")
+         + f"; estimated {_fmt(sum(remaining.values()) / workers)}")
 
     def report(outcome: Outcome) -> None:
         with lock:
@@ -350,7 +370,7 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
                 report(Outcome(job, "not run", 0.0, "an earlier notebook of its chapter failed"))
                 continue
             try:
-                outcome = execute(job, force=force, echo=locked_echo)
+                outcome = execute(job, force=force, echo=locked_echo, threads=threads)
             except Exception as exc:  # noqa: BLE001 - report and go on with other chapters
                 outcome = Outcome(job, "failed", 0.0, f"{job.name} failed: {type(exc).__name__}: {exc}")
             failed = outcome.status == "failed"
