@@ -31,6 +31,8 @@ def test_status_page_puts_paper_beside_ours_and_lists_every_paper(tmp_path):
     gpu["provenance"]["hardware"]["gpu"] = "NVIDIA H100"
     atomic_write_json(tmp_path / "nmtune/full/05_paper_vs_ours.json", gpu)
     atomic_write_json(tmp_path / "nmtune/smoke/05_paper_vs_ours.json", _record("nmtune", "05_paper_vs_ours", "smoke", []))
+    # the committed LM benchmark sits beside the chapters but is no notebook's record
+    atomic_write_json(tmp_path / "bench/local/lm_qwen.json", {"model": "qwen", "profile": "local", "settings": []})
     page = status.render_markdown("local", root=tmp_path)
     assert "| OOD hurts | qualitative (Figure 2) | -3.25 [-5.00, -1.50] points | holds | " in page
     assert "| OOD hurts | qualitative | +1.00 [-1.00, +3.00] | not resolved |" in page

@@ -122,12 +122,18 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+NOT_A_CHAPTER = {"bench"}  # results/bench/<profile>/: the LM benchmark's records, not notebooks'
+
+
 def iter_results(root: Path | None = None) -> Iterator[dict[str, Any]]:
-    """Every results file under ``root`` (default: the results folder), sorted by path."""
+    """Every notebook's results file under ``root`` (default: the results folder), sorted by path;
+    the benchmark's records (``results/bench``) are not notebook results and are left out."""
     base = root or results_dir()
     if not base.is_dir():
         return
     for path in sorted(base.glob("*/*/*.json")):
+        if path.parent.parent.name in NOT_A_CHAPTER:
+            continue
         try:
             record = load(path)
         except (OSError, json.JSONDecodeError):

@@ -328,7 +328,11 @@ def _fmt(seconds: float) -> str:
 
 def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | None = None,
         jobs: int = 1, force: bool = False, echo: Callable[[str], None] = print) -> list[Outcome]:
-    """Execute the selected chapters; returns one :class:`Outcome` per notebook."""
+    """Execute the selected chapters; returns one :class:`Outcome` per notebook.
+
+    Up to ``jobs`` chapters run at once, the longest expected first (:func:`longest_first`), each
+    kernel with its share of the cores (:func:`threads_per_worker`); the notebooks of one chapter run
+    in order, and a failure stops the rest of its chapter only."""
     if jobs < 1:
         raise P.ParameterError(f"jobs must be at least 1, got {jobs}")
     planned = plan(targets, profile, overrides)
