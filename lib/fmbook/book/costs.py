@@ -128,7 +128,7 @@ def render(record: dict[str, Any]) -> str:
         parts = f"notebooks {_minutes(e['wall_s'])}" + (f" + HTML {_minutes(build)}" if build else ", HTML build not recorded")
         rows.append(f"| `make book` ({p}), {label} | {total}: {parts} ({e['ran']} notebooks, "
                     f"{e.get('cpu_count', '?')} cores, -j {e.get('jobs', '?')}"
-                    + (f" of {e['threads_per_worker']} thread(s)" if e.get("threads_per_worker") else "")
+                    + (f", {e['threads_per_worker']} thread(s) each" if e.get("threads_per_worker") else "")
                     + f", {e.get('at', '')[:10]}) |")
     rows.append(f"| disk: virtual environment `.venv` | {record['venv_mb'] / 1000:.1f} GB |")
     rows.append(f"| disk: model and answer cache (`~/.cache/fmbook`) | {record['cache_mb'] / 1000:.1f} GB |")
