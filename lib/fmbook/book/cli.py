@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             import time
 
             from fmbook.book import costs
-            from fmbook.book.runner import run, threads_per_worker
+            from fmbook.book.runner import run, worker_plan
 
             cache_before, t0 = costs.computed_cache_mb(), time.perf_counter()
             outcomes = run(args.targets, profile=args.profile, overrides=_parse_overrides(args.parameter),
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                           skipped=sum(o.status == "skipped" for o in outcomes),
                           failed=sum(o.status not in ("ran", "skipped") for o in outcomes),
                           cache_mb_before=cache_before, jobs=args.jobs,
-                          threads=threads_per_worker(min(args.jobs, len({o.job.resolved.chapter for o in outcomes}))))
+                          threads=worker_plan(args.jobs, len({o.job.resolved.chapter for o in outcomes}))[1])
             return 0 if all(o.status in ("ran", "skipped") for o in outcomes) else 1
         if args.command == "book":
             import time

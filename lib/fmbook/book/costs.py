@@ -86,14 +86,19 @@ def summarise(entries: list[dict[str, Any]], profile: str = "local") -> dict[str
     (None when the book was not built after it), so that the record is the time of ``make book``'s
     two long steps, not of the notebooks alone."""
     picked: dict[str, Any] = {"cold": None, "warm": None}
-    for index, e in enumerate(entries):
-        if (e.get("step", "run") != "run" or e["profile"] != profile or e["targets"] != ["all"]
-                or e["failed"] or e["ran"] == 0):
+    waiting = None  # the last chosen run, until a build or another run at this profile follows it
+    for e in entries:
+        if e["profile"] != profile:
+            continue
+        if e.get("step") == "build":
+            if waiting is not None:
+                waiting["build_s"], waiting = e["wall_s"], None
+            continue
+        waiting = None
+        if e["targets"] != ["all"] or e["failed"] or e["ran"] == 0:
             continue
         kind = "cold" if e["cache_mb_before"] < COLD_CACHE_MB else "warm"
-        builds = [b for b in entries[index + 1:] if b.get("step") in ("build", "run") and b["profile"] == profile]
-        build = builds[0] if builds and builds[0].get("step") == "build" else None
-        picked[kind] = {**e, "build_s": build["wall_s"] if build else None}
+        picked[kind] = waiting = {**e, "build_s": None}
     return {"profile": profile, **picked}
 
 

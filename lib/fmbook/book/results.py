@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from fmbook.core.paths import repo_root, results_dir
+from fmbook.core.paths import BENCH_FOLDER, repo_root, results_dir
 
 TRACKED_PACKAGES = ("fmbook", "torch", "transformers", "numpy", "scikit-learn", "scipy", "pandas",
                     "sentence-transformers", "papermill", "matplotlib", "jupyter-book")
@@ -122,9 +122,6 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-NOT_A_CHAPTER = {"bench"}  # results/bench/<profile>/: the LM benchmark's records, not notebooks'
-
-
 def iter_results(root: Path | None = None) -> Iterator[dict[str, Any]]:
     """Every notebook's results file under ``root`` (default: the results folder), sorted by path;
     the benchmark's records (``results/bench``) are not notebook results and are left out."""
@@ -132,7 +129,7 @@ def iter_results(root: Path | None = None) -> Iterator[dict[str, Any]]:
     if not base.is_dir():
         return
     for path in sorted(base.glob("*/*/*.json")):
-        if path.parent.parent.name in NOT_A_CHAPTER:
+        if path.parent.parent.name == BENCH_FOLDER:
             continue
         try:
             record = load(path)

@@ -148,9 +148,7 @@ def estimate_seconds(job: Job) -> float:
 def longest_first(by_chapter: dict[str, list[Job]], seconds: dict[str, float]) -> list[list[Job]]:
     """Chapters in the order the workers take them: the longest expected chapter first (ties keep the
     book's order), so that with several workers a long chapter does not start last and run alone."""
-    order = list(by_chapter)
-    return [by_chapter[c] for c in sorted(order, key=lambda c: (-sum(seconds[j.name] for j in by_chapter[c]),
-                                                                order.index(c)))]
+    return sorted(by_chapter.values(), key=lambda jobs: -sum(seconds[j.name] for j in jobs))  # stable
 
 
 def _first_error(nb_json: dict) -> str:
@@ -225,6 +223,13 @@ class _Tail(threading.Thread):
             while not self.stop.wait(0.5):
                 self._drain(handle)
             self._drain(handle)
+
+
+def worker_plan(jobs: int, chapters: int) -> tuple[int, int | None]:
+    """Workers for ``jobs`` requested over ``chapters`` chapters (one chapter per worker at a time),
+    and each worker's CPU threads (:func:`threads_per_worker`)."""
+    workers = max(1, min(jobs, chapters))
+    return workers, threads_per_worker(workers)
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int | None:
@@ -344,8 +349,7 @@ def run(targets: list[str], profile: str = "local", overrides: dict[str, Any] | 
     lock = threading.Lock()
     outcomes: list[Outcome] = []
     start = time.perf_counter()
-    workers = max(1, min(jobs, len(by_chapter)))
-    threads = threads_per_worker(workers)
+    workers, threads = worker_plan(jobs, len(by_chapter))
     echo(f"Running {total} notebook(s) of {len(by_chapter)} chapter(s) at profile '{profile}' "
          f"with {workers} worker(s)" + (f" of {threads} CPU thread(s) each" if threads else "")
          + f"; estimated {_fmt(sum(remaining.values()) / workers)}")

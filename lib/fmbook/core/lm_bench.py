@@ -302,9 +302,9 @@ def _ordered(prompts: Sequence[dict], n_blocks: int) -> list[dict]:
 
 def result_file(name: str, profile: str = "local", root: Path | None = None) -> Path:
     """``results/bench/<profile>/lm_<model>.json``."""
-    from fmbook.core.paths import results_dir
+    from fmbook.core.paths import BENCH_FOLDER, results_dir
 
-    return (root or results_dir()) / "bench" / profile / f"lm_{Path(name).name.replace('/', '_')}.json"
+    return (root or results_dir()) / BENCH_FOLDER / profile / f"lm_{Path(name).name.replace('/', '_')}.json"
 
 
 def write_result(record: dict, profile: str = "local", root: Path | None = None,
@@ -327,9 +327,9 @@ def write_result(record: dict, profile: str = "local", root: Path | None = None,
 
 def read_results(profile: str | None = None, root: Path | None = None) -> list[dict]:
     """Every bench results file (of ``profile``), newest layout first by model name."""
-    from fmbook.core.paths import results_dir
+    from fmbook.core.paths import BENCH_FOLDER, results_dir
 
-    base = (root or results_dir()) / "bench"
+    base = (root or results_dir()) / BENCH_FOLDER
     pattern = f"{profile}/lm_*.json" if profile else "*/lm_*.json"
     return [json.loads(p.read_text()) for p in sorted(base.glob(pattern))] if base.is_dir() else []
 

@@ -51,6 +51,9 @@ def _base_dir() -> Path:
     return root if root is not None else Path.cwd().resolve()
 
 
+BENCH_FOLDER = "bench"  # results/bench/<profile>/: the LM benchmark's records, not a notebook's
+
+
 def results_dir() -> Path:
     """``results/<chapter>/<profile>/<notebook>.json`` live here (``FMBOOK_RESULTS`` overrides)."""
     env = os.environ.get("FMBOOK_RESULTS")
